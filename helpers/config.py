@@ -1,0 +1,79 @@
+"""Profiles, device and dtype policy, seeding, cache paths: the one place notebooks and tests ask.
+
+Profiles (environment variable ``DPO_PROFILE``):
+  * ``tiny`` -- a tiny GPT-2 and a review corpus made by the project; offline, CPU, minutes.
+  * ``gpt2`` -- GPT-2 124M and IMDb from the Hugging Face Hub; meant for a GPU (Colab).
+  * ``auto`` -- ``gpt2`` only when CUDA is present *and* the hub answers a bounded probe.
+The profile choice itself lives in ``helpers.world`` (it needs the network probe); this module
+holds what every layer needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# The repository this course is published from; the Colab badges and setup cell point here.
+GITHUB_REPO = "dpo-course/dpo-from-scratch"
+REPO_URL = f"https://github.com/{GITHUB_REPO}"
+COLAB_URL = f"https://colab.research.google.com/github/{GITHUB_REPO}/blob/main"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"
+
+
+def cache_dir() -> Path:
+    """Where built artifacts (tokenizer, SFT model, pairs) live: ``$DPO_CACHE`` or ``<repo>/artifacts``.
+
+    Always absolute: a missing *relative* path given to ``from_pretrained`` is taken for a hub id
+    and retried for ~23 s before failing.
+    """
+    path = Path(os.environ.get("DPO_CACHE", REPO_ROOT / "artifacts")).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """cuda -> mps -> cpu, unless ``prefer`` (or ``$DPO_DEVICE``) names one."""
+    prefer = prefer or os.environ.get("DPO_DEVICE")
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """bf16 autocast on CUDA GPUs that support it; nothing (float32) elsewhere.
+
+    fp16 is never chosen: its logits overflow in log-softmax and it needs a grad scaler.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device | str):
+    """Context manager: bf16 autocast on CUDA, a no-op on CPU/MPS (same code path everywhere)."""
+    device = torch.device(device)
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so a run repeats exactly on the same machine."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)

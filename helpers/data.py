@@ -1,0 +1,168 @@
+"""Preference records -> token ids with prompt masking -> padded, concatenated batches.
+
+A preference record is ``{"prompt": str, "chosen": str, "rejected": str}``. The response texts
+should carry their own leading separator (``" great film."`` after ``"The movie was"``), exactly
+as the text would continue.
+
+Three traps this module avoids, each tested:
+  * **BPE merges at the boundary.** Tokenizing ``prompt + response`` as one string can merge the
+    last prompt characters with the first response characters, so a mask computed from the
+    prompt's own length would be off by a token. We tokenize the two parts separately and
+    concatenate the ids.
+  * **pad = eos masks the EOS.** GPT-2 has no pad token and people set ``pad = eos``; deciding
+    what counts from ``input_ids != pad_id`` then also hides the EOS that ends each response, so
+    the model is never taught to stop. We append EOS to every response, score it, and decide
+    what counts from lengths (attention mask and labels), never from the pad id.
+  * **Silent loss of data.** Malformed records raise ``ValueError`` naming the record and field,
+    or, with ``on_invalid="drop"``, are dropped and every drop is counted and reported.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from helpers.logprobs import IGNORE_INDEX
+
+FIELDS = ("prompt", "chosen", "rejected")
+
+
+def _record_problem(i: int, record) -> str | None:
+    """The first thing wrong with record i, as a message naming the record and field, or None."""
+    if not isinstance(record, dict):
+        return f"record {i}: expected a dict with keys {FIELDS}, got {type(record).__name__}"
+    for name in FIELDS:
+        if name not in record:
+            return f"record {i}: missing field {name!r}"
+        value = record[name]
+        if not isinstance(value, str):
+            return f"record {i}: field {name!r} must be a string, got {type(value).__name__}"
+        if not value.strip():
+            return f"record {i}: field {name!r} is empty"
+    if record["chosen"] == record["rejected"]:
+        return f"record {i}: field 'rejected' equals 'chosen' (a pair must differ)"
+    return None
+
+
+def validate_preference_records(records, on_invalid: str = "raise") -> tuple[list[dict], list[tuple[int, str]]]:
+    """Check every record has non-empty string prompt/chosen/rejected and chosen != rejected.
+
+    Args:
+        records: a sequence of dicts (a list, or a ``datasets.Dataset``).
+        on_invalid: ``"raise"`` (default) raises ``ValueError`` at the first bad record;
+            ``"drop"`` skips bad records, counts them, and warns once with the count.
+    Returns:
+        (valid records, dropped) where dropped lists (record index, reason).
+    """
+    if on_invalid not in ("raise", "drop"):
+        raise ValueError(f"on_invalid must be 'raise' or 'drop', got {on_invalid!r}")
+    valid, dropped = [], []
+    for i, record in enumerate(records):
+        problem = _record_problem(i, record)
+        if problem is None:
+            valid.append(record)
+        elif on_invalid == "raise":
+            raise ValueError(problem)
+        else:
+            dropped.append((i, problem))
+    if dropped:
+        warnings.warn(f"dropped {len(dropped)} of {len(valid) + len(dropped)} records; first: {dropped[0][1]}",
+                      stacklevel=2)
+    return valid, dropped
+
+
+def tokenize_preference(
+    record: dict,
+    tokenizer,
+    max_length: int,
+    max_prompt_length: int,
+    index: int = 0,
+) -> dict:
+    """Token ids and labels for one validated record.
+
+    Truncation: the prompt keeps its *last* ``max_prompt_length`` tokens (the end of a prompt is
+    what the response continues), then each response (with its EOS) is cut on the right to fit
+    ``max_length``. A response never ends up empty: if the prompt leaves no room, ValueError.
+
+    Returns:
+        dict with ``prompt_input_ids``, ``chosen_input_ids``, ``chosen_labels``,
+        ``rejected_input_ids``, ``rejected_labels`` (lists of int; labels are -100 on the prompt).
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no eos_token_id: responses must end with EOS")
+    prompt_ids = tokenizer(record["prompt"], add_special_tokens=False)["input_ids"]
+    prompt_ids = prompt_ids[-max_prompt_length:] if max_prompt_length > 0 else []
+    budget = max_length - len(prompt_ids)
+    if not prompt_ids:
+        raise ValueError(f"record {index}: field 'prompt' has no tokens after truncation")
+    if budget < 1:
+        raise ValueError(
+            f"record {index}: field 'prompt' leaves no room for the response "
+            f"({len(prompt_ids)} prompt tokens, max_length {max_length}); lower max_prompt_length"
+        )
+    out = {"prompt_input_ids": list(prompt_ids)}
+    for name in ("chosen", "rejected"):
+        response_ids = tokenizer(record[name], add_special_tokens=False)["input_ids"] + [eos]
+        response_ids = response_ids[:budget]
+        out[f"{name}_input_ids"] = list(prompt_ids) + response_ids
+        out[f"{name}_labels"] = [IGNORE_INDEX] * len(prompt_ids) + response_ids
+    return out
+
+
+def tokenize_preferences(
+    records,
+    tokenizer,
+    max_length: int = 64,
+    max_prompt_length: int = 16,
+    on_invalid: str = "raise",
+) -> list[dict]:
+    """Validate and tokenize a dataset of preference records (see ``tokenize_preference``).
+
+    With ``on_invalid="drop"``, records that fail validation *or* leave no room for a response
+    are dropped and counted (a warning says how many and why).
+    """
+    if max_prompt_length >= max_length:
+        raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length})")
+    if on_invalid not in ("raise", "drop"):
+        raise ValueError(f"on_invalid must be 'raise' or 'drop', got {on_invalid!r}")
+    examples, dropped = [], []
+    for i, record in enumerate(records):
+        problem = _record_problem(i, record)
+        try:
+            if problem is not None:
+                raise ValueError(problem)
+            examples.append(tokenize_preference(record, tokenizer, max_length, max_prompt_length, index=i))
+        except ValueError as err:
+            if on_invalid == "raise":
+                raise
+            dropped.append(str(err))
+    if dropped:
+        warnings.warn(f"dropped {len(dropped)} of {len(dropped) + len(examples)} records; first: {dropped[0]}",
+                      stacklevel=2)
+    return examples
+
+
+def collate_preferences(examples: list[dict], pad_token_id: int) -> dict:
+    """Right-pad B tokenized pairs into one concatenated batch of 2B rows, chosen first.
+
+    The pad id only fills space: the attention mask and labels come from the true lengths, so a
+    pad id equal to EOS cannot hide the EOS (it is still scored).
+
+    Returns:
+        ``input_ids``, ``attention_mask``, ``labels``: (2B, T) long tensors, rows 0..B-1 chosen,
+        B..2B-1 rejected (what ``helpers.logprobs.concatenated_forward`` expects).
+    """
+    rows = [(ex["chosen_input_ids"], ex["chosen_labels"]) for ex in examples]
+    rows += [(ex["rejected_input_ids"], ex["rejected_labels"]) for ex in examples]
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)  # (2B, T)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for r, (ids, lab) in enumerate(rows):
+        n = len(ids)
+        input_ids[r, :n] = torch.tensor(ids)
+        attention_mask[r, :n] = 1
+        labels[r, :n] = torch.tensor(lab)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

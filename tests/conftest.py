@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny real tokenizer and a tiny real GPT-2, built in seconds.
+
+Append new fixtures at the end; several test modules use these.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the hub
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+SENTENCES = [
+    "The movie was great and the acting was superb.",
+    "The plot was dull, but the music was lovely.",
+    "I did not like the ending at all.",
+    "A wonderful film with a terrible script.",
+    "The pacing was slow and the dialogue was flat!",
+    "Not bad, not great: an average evening at the cinema.",
+]
+
+
+def build_tiny_tokenizer(path, vocab_size: int = 300):
+    """Train a byte-level BPE on a few sentences, save it, and load it back the standard way."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(SENTENCES * 5, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<pad>")
+    fast.save_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def build_tiny_gpt2(tokenizer, seed: int = 0, n_layer: int = 2, n_embd: int = 32):
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_layer=n_layer, n_head=2, n_embd=n_embd,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    return build_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))
+
+
+@pytest.fixture()
+def tiny_model(tiny_tokenizer):
+    return build_tiny_gpt2(tiny_tokenizer)

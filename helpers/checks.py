@@ -1,0 +1,383 @@
+"""Exercise checkers: each ``check_xxx(fn)`` runs the reader's function on a few inputs and says, in
+plain words, what is wrong (or that it is right).
+
+A checker returns a ``Verdict``: truthy when the answer is right, shown in a notebook as one line
+("✓ ..." or "✗ ..."). It never raises: a stub that raises ``NotImplementedError`` gets a friendly
+"not implemented yet", any other exception is reported with its message.
+
+How a checker diagnoses: it compares the reader's output with the right answer; on a mismatch it
+compares it with the outputs of the typical *wrong* answers (wrong sign, missing beta, arguments
+swapped, mean instead of sum, log(sigmoid) overflow, ...) and names the first that matches.
+
+This is a flat module: append new ``check_*`` functions at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from helpers import toy
+from helpers.losses import bradley_terry_loss, dpo_loss
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a check: ``ok`` and a one-line ``message``; truthy iff ok."""
+
+    ok: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return self.message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _pass(name: str, what: str) -> Verdict:
+    return Verdict(True, f"✓ {name}: correct -- {what}")
+
+
+def _fail(name: str, why: str) -> Verdict:
+    return Verdict(False, f"✗ {name}: {why}")
+
+
+class _Stop(Exception):
+    """Carries a failing Verdict out of a nested helper."""
+
+    def __init__(self, verdict: Verdict):
+        super().__init__(verdict.message)
+        self.verdict = verdict
+
+
+def _run(name: str, fn, *args) -> torch.Tensor:
+    """Call the reader's function; turn its result into a float64 tensor or stop with a verdict."""
+    try:
+        out = fn(*args)
+    except NotImplementedError:
+        raise _Stop(_fail(name, "not implemented yet -- replace `raise NotImplementedError` with your code.")) from None
+    except Exception as exc:  # the reader's code may fail in any way; report it, do not crash the notebook
+        raise _Stop(_fail(name, f"raised {type(exc).__name__}: {exc}")) from None
+    if isinstance(out, tuple):  # e.g. a dpo_loss that also returns the rewards
+        out = out[0]
+    try:
+        return torch.as_tensor(out.detach() if torch.is_tensor(out) else out, dtype=torch.float64)
+    except Exception:
+        raise _Stop(_fail(name, f"returned {type(out).__name__}, expected a tensor of numbers.")) from None
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5, equal_nan: bool = False) -> bool:
+    """Same shape and values; nan/inf never match unless ``equal_nan`` (for diagnosing wrong answers)."""
+    a = torch.as_tensor(a, dtype=torch.float64)
+    b = torch.as_tensor(b, dtype=torch.float64)
+    if a.shape != b.shape:
+        return False
+    if not equal_nan:
+        return bool(torch.isfinite(a).all()) and torch.allclose(a, b, rtol=tol, atol=tol)
+    same_nonfinite = (~torch.isfinite(a) & ~torch.isfinite(b) & ((a == b) | (a.isnan() & b.isnan())))
+    finite_close = torch.isclose(a, b, rtol=tol, atol=tol)
+    return bool((same_nonfinite | finite_close).all())
+
+
+def _compare(name: str, got: torch.Tensor, expected: torch.Tensor, wrongs, context: str, tol: float = 1e-5):
+    """Stop with a diagnosis unless ``got`` matches ``expected``.
+
+    Args:
+        wrongs: [(value_of_a_typical_wrong_answer, explanation)], tried in order.
+        context: the inputs, in words, for the generic message.
+    """
+    if _close(got, expected, tol):
+        return
+    for value, why in wrongs:
+        if _close(got, value, tol, equal_nan=True):
+            raise _Stop(_fail(name, why))
+    if got.shape != expected.shape:
+        raise _Stop(_fail(name, f"returned shape {tuple(got.shape)}, expected {tuple(expected.shape)} ({context})."))
+    if not torch.isfinite(got).all():
+        raise _Stop(_fail(name, f"returned inf or nan ({context}): something overflows; "
+                                "compute in log space (logsumexp / logsigmoid / log_softmax)."))
+    i = int((got - expected).abs().flatten().argmax())
+    raise _Stop(_fail(name, f"wrong value ({context}): got {got.flatten()[i].item():.4g} where "
+                            f"{expected.flatten()[i].item():.4g} is expected."))
+
+
+def _checker(fn):
+    """Turn a _Stop raised inside a checker body into its Verdict."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _Stop as stop:
+            return stop.verdict
+
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    return wrapper
+
+
+def _t(values, dtype=torch.float64) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype)
+
+
+# ============================================================================ notebook 00
+
+
+@_checker
+def check_log_softmax(fn) -> Verdict:
+    """Exercise: ``log_softmax(logits)`` -> log-probabilities over the last dimension, without overflow."""
+    name = "log_softmax"
+    cases = [
+        (_t([1.0, 2.0, 3.0]), "logits [1, 2, 3]"),
+        (_t([[0.5, -1.0, 2.0, 0.0], [3.0, 3.0, -2.0, 1.0]]), "a (2, 4) batch of logits"),
+        (_t([1000.0, 1001.0, 1002.0]), "logits [1000, 1001, 1002]"),
+        (_t([-1000.0, -1001.0, -999.0]), "logits [-1000, -1001, -999]"),
+    ]
+    for logits, context in cases:
+        got = _run(name, fn, logits.clone())
+        expected = F.log_softmax(logits, -1)
+        wrongs = [
+            (torch.softmax(logits, -1), "you returned probabilities (softmax); take their log -- or better, "
+                                        "compute logits - logsumexp(logits) directly."),
+            (logits, "you returned the logits unchanged; subtract logsumexp(logits) so that exp of the result sums to 1."),
+            (logits - logits.max(-1, keepdim=True).values, "subtracting the max alone does not normalise; "
+                                                           "subtract logsumexp(logits) instead."),
+            (F.log_softmax(logits, 0) if logits.dim() == 2 else None,
+             "you normalised over the batch (dim 0); normalise over the last dimension (the vocabulary / responses)."),
+        ]
+        if logits.abs().max() >= 1000 and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned inf/nan for {context}: exp(1000) overflows (exp(-1000) underflows). "
+                                    "Use the log-sum-exp trick: logits - m - log(sum(exp(logits - m))), m = max."))
+        _compare(name, got, expected, [w for w in wrongs if w[0] is not None], context)
+    return _pass(name, "normalised over the last dimension and stable at logits of +-1000.")
+
+
+@_checker
+def check_kl_divergence(fn) -> Verdict:
+    """Exercise: ``kl_divergence(p, q)`` = KL(p || q) = sum_y p(y) log(p(y) / q(y)), in nats."""
+    name = "kl_divergence"
+    cases = [
+        (_t([0.5, 0.3, 0.2]), _t([0.2, 0.3, 0.5]), "p = [0.5, 0.3, 0.2], q = [0.2, 0.3, 0.5]"),
+        (_t([0.7, 0.1, 0.1, 0.1]), _t([0.25, 0.25, 0.25, 0.25]), "p = [0.7, 0.1, 0.1, 0.1], q uniform"),
+        (_t([0.6, 0.4, 0.0]), _t([0.3, 0.3, 0.4]), "p = [0.6, 0.4, 0.0] (a zero in p), q = [0.3, 0.3, 0.4]"),
+    ]
+    same = _run(name, fn, _t([0.2, 0.5, 0.3]), _t([0.2, 0.5, 0.3]))
+    if not _close(same, _t(0.0)):
+        if same.numel() != 1:
+            raise _Stop(_fail(name, f"returned shape {tuple(same.shape)}; KL(p || q) is one number: sum over y."))
+        raise _Stop(_fail(name, f"KL(p || p) must be 0, got {same.item():.4g}."))
+    for p, q, context in cases:
+        got = _run(name, fn, p.clone(), q.clone())
+        expected = toy.kl_divergence(p, q)
+        with torch.no_grad():
+            logratio = torch.where(p > 0, torch.log(p) - torch.log(q), torch.zeros_like(p))
+        wrongs = [
+            (toy.kl_divergence(q, p),
+             "you computed KL(q || p): the arguments are swapped. KL is not symmetric; "
+             "weight by the first argument p: sum p log(p/q)."),
+            (-expected, "wrong sign: KL(p || q) = sum p log(p / q) is >= 0."),
+            ((p * logratio).mean(), "you took the mean over responses; KL is a sum over y "
+                                    "(your value is K times too small)."),
+            (logratio.sum(), "each log-ratio must be weighted by p(y): sum_y p(y) log(p(y)/q(y))."),
+            (p * logratio, "you returned the per-response terms; sum them to one number."),
+        ]
+        if (p == 0).any() and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned nan for {context}: a response with p(y) = 0 contributes "
+                                    "0 * log 0, which is 0 by convention (use torch.where or xlogy)."))
+        _compare(name, got, expected, wrongs, context)
+    return _pass(name, "sum_y p(y) log(p(y)/q(y)), zero when p = q, and p(y) = 0 terms count as 0.")
+
+
+# ============================================================================ notebook 01
+
+
+@_checker
+def check_bradley_terry_prob(fn) -> Verdict:
+    """Exercise: ``bradley_terry_prob(r_w, r_l)`` = P(y_w preferred to y_l) = sigmoid(r_w - r_l)."""
+    name = "bradley_terry_prob"
+    cases = [
+        (_t([1.0, 0.0, -0.5, 2.0]), _t([0.0, 0.0, 0.5, -1.0]), "r_w = [1, 0, -0.5, 2], r_l = [0, 0, 0.5, -1]"),
+        (_t([-2.0, -1.0]), _t([-1.0, -3.0]), "negative rewards r_w = [-2, -1], r_l = [-1, -3]"),
+        (_t([800.0, -800.0]), _t([799.0, -799.0]), "large rewards r_w = [800, -800], r_l = [799, -799]"),
+    ]
+    for r_w, r_l, context in cases:
+        got = _run(name, fn, r_w.clone(), r_l.clone())
+        expected = torch.sigmoid(r_w - r_l)
+        wrongs = [
+            (torch.sigmoid(r_l - r_w), "wrong sign: that is P(y_l preferred); the winner's reward comes first, "
+                                       "sigmoid(r_w - r_l)."),
+            (r_w / (r_w + r_l), "r_w / (r_w + r_l) is Bradley-Terry for positive *strengths*; rewards are "
+                                "logs of strengths: exp(r_w) / (exp(r_w) + exp(r_l)) = sigmoid(r_w - r_l)."),
+            (r_w - r_l, "that is the reward margin, not a probability: pass it through the sigmoid."),
+            (torch.sigmoid(r_w), "the probability depends on both rewards: sigmoid(r_w - r_l)."),
+        ]
+        if r_w.abs().max() > 500 and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned nan for {context}: exp(800) overflows to inf and inf/inf = nan. "
+                                    "Use torch.sigmoid(r_w - r_l), which depends only on the difference."))
+        _compare(name, got, expected, wrongs, context)
+    return _pass(name, "sigmoid(r_w - r_l), also for negative and very large rewards.")
+
+
+@_checker
+def check_bt_loss(fn) -> Verdict:
+    """Exercise: ``bt_loss(chosen_scores, rejected_scores)`` -> (B,) per-pair -log sigmoid(s_w - s_l)."""
+    name = "bt_loss"
+    cases = [
+        (_t([1.0, 0.0, -0.5], torch.float32), _t([0.0, 0.0, 0.5], torch.float32), "scores s_w = [1, 0, -0.5], s_l = [0, 0, 0.5]"),
+        (_t([2.0, -3.0, 0.3, 1.0], torch.float32), _t([-1.0, 1.0, 0.2, 1.0], torch.float32), "four pairs"),
+        (_t([-100.0, 150.0], torch.float32), _t([100.0, -50.0], torch.float32),
+         "margins s_w - s_l = [-200, 200] in float32"),
+    ]
+    for s_w, s_l, context in cases:
+        got = _run(name, fn, s_w.clone(), s_l.clone())
+        expected = bradley_terry_loss(s_w.double(), s_l.double())
+        d = (s_w - s_l).double()
+        wrongs = [
+            (F.logsigmoid(d), "wrong sign: the loss is the *negative* log-likelihood, -log sigmoid(s_w - s_l) >= 0."),
+            (-F.logsigmoid(-d), "chosen and rejected are swapped: the margin is s_w - s_l."),
+            (-F.logsigmoid(d).mean(), "you returned the mean over pairs; return one loss per pair, shape (B,) -- "
+                                      "the training loop takes the mean."),
+            (-F.logsigmoid(d).sum(), "you returned the sum over pairs; return one loss per pair, shape (B,)."),
+            (1 - torch.sigmoid(d), "that is 1 - P(y_w > y_l), not the negative log-likelihood -log sigmoid(s_w - s_l)."),
+        ]
+        if d.abs().max() >= 200 and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned inf for {context}: sigmoid(-200) underflows to 0 in float32 and "
+                                    "log(0) = -inf. Use F.logsigmoid(x), never torch.log(torch.sigmoid(x))."))
+        _compare(name, got, expected, wrongs, context, tol=1e-4)
+    return _pass(name, "-log sigmoid(s_w - s_l) per pair, finite at margins of +-200.")
+
+
+# ============================================================================ notebook 02
+
+
+@_checker
+def check_optimal_policy(fn) -> Verdict:
+    """Exercise: ``optimal_policy(pi_ref, r, beta)`` = pi_ref * exp(r / beta) / Z."""
+    name = "optimal_policy"
+    world = toy.make_toy()
+    cases = [
+        (world.pi_ref, world.r, 1.0, "the toy world, beta = 1"),
+        (world.pi_ref, world.r, 0.5, "the toy world, beta = 0.5"),
+        (_t([0.5, 0.3, 0.2]), _t([0.0, 1.0, 3.0]), 4.0, "pi_ref = [0.5, 0.3, 0.2], r = [0, 1, 3], beta = 4"),
+        (world.pi_ref, world.r, 0.001, "the toy world, beta = 0.001 (r / beta = 2000)"),
+    ]
+    for pi_ref, r, beta, context in cases:
+        got = _run(name, fn, pi_ref.clone(), r.clone(), beta)
+        expected = toy.optimal_policy(pi_ref, r, beta)
+        unnorm = pi_ref * torch.exp(r / beta)
+        wrongs = [
+            (toy.optimal_policy(pi_ref, -r, beta), "wrong sign: exp(-r / beta) moves mass *away* from high reward; "
+                                                  "use exp(+r / beta)."),
+            (toy.optimal_policy(pi_ref, r, 1.0) if beta != 1.0 else None,
+             "beta is missing: the exponent is r / beta (at beta = 1 you were lucky)."),
+            (toy.optimal_policy(pi_ref, r * beta, 1.0), "r * beta should be r / beta: a *larger* beta must keep pi* "
+                                                        "*closer* to pi_ref."),
+            (unnorm, "not normalised: divide by Z = sum_y pi_ref(y) exp(r(y) / beta) so pi* sums to 1."),
+            (torch.softmax(r / beta, -1), "pi_ref is missing: pi* = pi_ref * exp(r / beta) / Z, not softmax(r / beta)."),
+        ]
+        if beta < 0.01 and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned nan for {context}: exp(2000) overflows. Compute "
+                                    "softmax(log pi_ref + r / beta) -- the same distribution, no overflow."))
+        _compare(name, got, expected, [w for w in wrongs if w[0] is not None], context)
+    return _pass(name, "pi_ref * exp(r / beta) / Z, normalised, stable at beta = 0.001.")
+
+
+@_checker
+def check_rlhf_objective(fn) -> Verdict:
+    """Exercise: ``rlhf_objective(pi, pi_ref, r, beta)`` = E_pi[r] - beta * KL(pi || pi_ref)."""
+    name = "rlhf_objective"
+    world = toy.make_toy()
+    pi_a = toy.optimal_policy(world.pi_ref, world.r, 1.0)
+    pi_b = _t([0.4, 0.2, 0.1, 0.1, 0.1, 0.1])
+    cases = [(pi_a, 0.5, "pi = pi* at beta 1, evaluated at beta = 0.5"),
+             (pi_b, 2.0, "pi = [0.4, 0.2, 0.1, 0.1, 0.1, 0.1], beta = 2")]
+    for pi, beta, context in cases:
+        got = _run(name, fn, pi.clone(), world.pi_ref.clone(), world.r.clone(), beta)
+        reward = toy.expected_reward(pi, world.r)
+        kl = toy.kl_divergence(pi, world.pi_ref)
+        expected = reward - beta * kl
+        wrongs = [
+            (reward + beta * kl, "wrong sign of the KL term: it is a *penalty*, E[r] - beta * KL."),
+            (reward - kl, "beta is missing in front of the KL term."),
+            (reward - kl / beta, "the KL term is multiplied by beta, not divided by it."),
+            (reward - beta * toy.kl_divergence(world.pi_ref, pi),
+             "the KL is reversed: the objective uses KL(pi || pi_ref), weighted by pi (the policy being sampled)."),
+            ((pi * world.r).mean() - beta * kl, "E_pi[r] is a sum over responses weighted by pi, not a mean."),
+            (reward - beta * kl / pi.numel(), "the KL is a sum over responses, not a mean."),
+            (world.r.mean() - beta * kl, "E_pi[r] must weight each reward by pi(y): sum_y pi(y) r(y)."),
+        ]
+        _compare(name, got, expected, wrongs, context)
+    return _pass(name, "sum_y pi(y) r(y) - beta * sum_y pi(y) log(pi(y) / pi_ref(y)).")
+
+
+# ============================================================================ notebook 03
+
+
+@_checker
+def check_reward_from_policy(fn) -> Verdict:
+    """Exercise: ``reward_from_policy(pi_star, pi_ref, beta, log_z)`` = beta log(pi*/pi_ref) + beta log Z."""
+    name = "reward_from_policy"
+    world = toy.make_toy()
+    for beta in (0.5, 2.0):
+        pi_star = toy.optimal_policy(world.pi_ref, world.r, beta)
+        log_z = toy.log_partition(world.pi_ref, world.r, beta)
+        got = _run(name, fn, pi_star.clone(), world.pi_ref.clone(), beta, log_z.clone())
+        ratio = torch.log(pi_star) - torch.log(world.pi_ref)
+        wrongs = [
+            (beta * ratio, "the partition term is missing: r = beta log(pi*/pi_ref) + beta log Z. Without it you "
+                           "get r only up to a constant (enough for preferences, as we will see, but not r itself)."),
+            (beta * ratio + log_z, "log Z must be multiplied by beta too: r = beta (log(pi*/pi_ref) + log Z)."),
+            (ratio + log_z, "beta is missing: r = beta log(pi*/pi_ref) + beta log Z."),
+            (-beta * ratio + beta * log_z, "the log-ratio is upside down: log(pi* / pi_ref), policy on top."),
+            (beta * ratio - beta * log_z, "wrong sign of the log Z term: from pi* = pi_ref exp(r/beta) / Z, "
+                                          "r / beta = log(pi*/pi_ref) + log Z."),
+        ]
+        _compare(name, got, world.r, wrongs, f"the toy world, beta = {beta}")
+    return _pass(name, "beta log(pi*/pi_ref) + beta log Z recovers the true reward exactly.")
+
+
+@_checker
+def check_dpo_loss(fn) -> Verdict:
+    """Exercise: ``dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+    beta)`` -> (B,) per-pair -log sigmoid(beta * ((pc - pr) - (rc - rr)))."""
+    name = "dpo_loss"
+    f32 = torch.float32
+    cases = [
+        (_t([-5.0, -7.0, -3.0], f32), _t([-6.0, -6.0, -4.0], f32), _t([-5.5, -7.0, -2.0], f32),
+         _t([-5.5, -6.5, -4.5], f32), 0.5, "three pairs, beta = 0.5"),
+        (_t([-20.0, -9.0], f32), _t([-15.0, -12.0], f32), _t([-18.0, -10.0], f32), _t([-16.0, -11.0], f32),
+         2.0, "two pairs, beta = 2"),
+        (_t([-10.0, -900.0], f32), _t([-900.0, -10.0], f32), _t([-10.0, -10.0], f32), _t([-10.0, -10.0], f32),
+         0.5, "log-ratio margins of +-890 (beta * h = +-445) in float32"),
+    ]
+    at_ref = _run(name, fn, _t([-3.0, -8.0], f32), _t([-4.0, -2.0], f32), _t([-3.0, -8.0], f32), _t([-4.0, -2.0], f32), 0.1)
+    if at_ref.numel() == 1 and at_ref.dim() == 0:
+        raise _Stop(_fail(name, "returned one number; return the per-pair losses, shape (B,) -- the training "
+                                "loop takes the mean (helpers.losses.dpo_loss does the same)."))
+    for pc, pr, rc, rr, beta, context in cases:
+        got = _run(name, fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
+        expected = dpo_loss(pc.double(), pr.double(), rc.double(), rr.double(), beta)[0]
+        h = ((pc - pr) - (rc - rr)).double()
+        wrongs = [
+            (-F.logsigmoid(-beta * h), "the margin has the wrong sign: h = (log pi(y_w) - log pi(y_l)) - "
+                                       "(log ref(y_w) - log ref(y_l)); check chosen vs rejected and policy vs reference."),
+            (F.logsigmoid(beta * h), "wrong sign: the loss is -log sigmoid(beta * h), which is >= 0."),
+            (-F.logsigmoid(h), "beta is missing: the implicit reward is beta * log(pi / pi_ref), so the logit is beta * h."),
+            (-F.logsigmoid(h / beta), "h is multiplied by beta, not divided by it."),
+            (-F.logsigmoid(beta * (pc - pr).double()), "the reference log-probs are missing: DPO compares the policy's "
+                                                        "log-ratio with the reference's."),
+            (-F.logsigmoid(beta * h).mean(), "you returned the mean; return one loss per pair, shape (B,)."),
+            (-F.logsigmoid(beta * h).sum(), "you returned the sum; return one loss per pair, shape (B,)."),
+        ]
+        if h.abs().max() > 500 and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned inf for {context}: torch.log(torch.sigmoid(x)) is log(0) = -inf "
+                                    "once sigmoid underflows (x < -88 in float32). Use F.logsigmoid(x)."))
+        _compare(name, got, expected, wrongs, context, tol=1e-4)
+    if not _close(at_ref, _t([math.log(2.0), math.log(2.0)]), 1e-4):
+        raise _Stop(_fail(name, f"at pi = pi_ref the loss must be ln 2 = 0.6931 per pair, got {at_ref.tolist()}."))
+    return _pass(name, "-log sigmoid(beta * h) per pair, ln 2 at pi = pi_ref, finite at huge margins.")

@@ -1,0 +1,172 @@
+"""Every exercise checker accepts the right answer and rejects the typical wrong ones with the right words."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import checks, toy
+from helpers.losses import bradley_terry_loss, dpo_loss
+
+
+def verdict_of(checker, fn):
+    v = checker(fn)
+    assert isinstance(v, checks.Verdict)
+    assert repr(v) == v.message and str(v) == v.message
+    return v
+
+
+def assert_accepts(checker, fn):
+    v = verdict_of(checker, fn)
+    assert v.ok and bool(v), v.message
+    assert v.message.startswith("✓")
+
+
+def assert_rejects(checker, fn, *words):
+    v = verdict_of(checker, fn)
+    assert not v.ok and not bool(v), f"accepted a wrong answer: {v.message}"
+    assert v.message.startswith("✗")
+    for w in words:
+        assert w.lower() in v.message.lower(), f"{w!r} not in {v.message!r}"
+
+
+def stub(*args):
+    raise NotImplementedError
+
+
+ALL_CHECKERS = [checks.check_log_softmax, checks.check_kl_divergence, checks.check_bradley_terry_prob,
+                checks.check_bt_loss, checks.check_optimal_policy, checks.check_rlhf_objective,
+                checks.check_reward_from_policy, checks.check_dpo_loss]
+
+
+@pytest.mark.parametrize("checker", ALL_CHECKERS, ids=lambda c: c.__name__)
+def test_stub_is_reported_as_not_implemented(checker):
+    assert_rejects(checker, stub, "not implemented")
+
+
+@pytest.mark.parametrize("checker", ALL_CHECKERS, ids=lambda c: c.__name__)
+def test_crashing_answer_is_reported_not_raised(checker):
+    def crash(*args):
+        return {}["missing"]
+
+    assert_rejects(checker, crash, "raised KeyError")
+
+
+# ---------------------------------------------------------------- 00
+
+
+def test_log_softmax():
+    assert_accepts(checks.check_log_softmax, lambda z: z - torch.logsumexp(z, -1, keepdim=True))
+    assert_accepts(checks.check_log_softmax, lambda z: F.log_softmax(z, dim=-1))
+    # numpy answer works too
+    assert_accepts(checks.check_log_softmax, lambda z: (z.numpy() - np.log(np.exp(z.numpy() - z.numpy().max(-1, keepdims=True)).sum(-1, keepdims=True)) - z.numpy().max(-1, keepdims=True)))
+    assert_rejects(checks.check_log_softmax, lambda z: torch.log(torch.exp(z) / torch.exp(z).sum(-1, keepdim=True)), "overflow")
+    assert_rejects(checks.check_log_softmax, lambda z: torch.softmax(z, -1), "probabilities")
+    assert_rejects(checks.check_log_softmax, lambda z: z, "unchanged")
+    assert_rejects(checks.check_log_softmax, lambda z: z - z.max(-1, keepdim=True).values, "max alone")
+    assert_rejects(checks.check_log_softmax, lambda z: z - torch.logsumexp(z, 0, keepdim=True), "dim 0")
+
+
+def test_kl_divergence():
+    right = lambda p, q: torch.where(p > 0, p * (torch.log(p) - torch.log(q)), 0.0).sum()
+    assert_accepts(checks.check_kl_divergence, right)
+    assert_accepts(checks.check_kl_divergence, lambda p, q: torch.special.xlogy(p, p).sum() - torch.special.xlogy(p, q).sum())
+    assert_rejects(checks.check_kl_divergence, lambda p, q: right(q, p) if (q > 0).all() else right(q, p), "swapped")
+    assert_rejects(checks.check_kl_divergence, lambda p, q: -right(p, q), "sign")
+    assert_rejects(checks.check_kl_divergence, lambda p, q: torch.where(p > 0, p * torch.log(p / q), 0.0).mean(), "mean")
+    assert_rejects(checks.check_kl_divergence, lambda p, q: torch.log(p / q).sum(), "weighted")
+    assert_rejects(checks.check_kl_divergence, lambda p, q: (p * torch.log(p / q)).sum(), "0 * log 0")
+    assert_rejects(checks.check_kl_divergence, lambda p, q: torch.where(p > 0, p * torch.log(p / q), 0.0), "shape")
+
+
+# ---------------------------------------------------------------- 01
+
+
+def test_bradley_terry_prob():
+    assert_accepts(checks.check_bradley_terry_prob, lambda w, l: torch.sigmoid(w - l))
+    assert_accepts(checks.check_bradley_terry_prob, toy.bradley_terry_prob)
+    assert_rejects(checks.check_bradley_terry_prob, lambda w, l: torch.sigmoid(l - w), "wrong sign")
+    assert_rejects(checks.check_bradley_terry_prob, lambda w, l: w / (w + l), "strengths")
+    assert_rejects(checks.check_bradley_terry_prob, lambda w, l: torch.exp(w) / (torch.exp(w) + torch.exp(l)), "overflow")
+    assert_rejects(checks.check_bradley_terry_prob, lambda w, l: w - l, "not a probability")
+    assert_rejects(checks.check_bradley_terry_prob, lambda w, l: torch.sigmoid(w), "both rewards")
+
+
+def test_bt_loss():
+    assert_accepts(checks.check_bt_loss, bradley_terry_loss)
+    assert_accepts(checks.check_bt_loss, lambda w, l: -F.logsigmoid(w - l))
+    assert_accepts(checks.check_bt_loss, lambda w, l: F.softplus(l - w))
+    assert_rejects(checks.check_bt_loss, lambda w, l: F.logsigmoid(w - l), "wrong sign")
+    assert_rejects(checks.check_bt_loss, lambda w, l: -F.logsigmoid(l - w), "swapped")
+    assert_rejects(checks.check_bt_loss, lambda w, l: -torch.log(torch.sigmoid(w - l)), "logsigmoid", "float32")
+    assert_rejects(checks.check_bt_loss, lambda w, l: -F.logsigmoid(w - l).mean(), "mean")
+    assert_rejects(checks.check_bt_loss, lambda w, l: -F.logsigmoid(w - l).sum(), "sum")
+    assert_rejects(checks.check_bt_loss, lambda w, l: 1 - torch.sigmoid(w - l), "negative log-likelihood")
+
+
+# ---------------------------------------------------------------- 02
+
+
+def test_optimal_policy():
+    assert_accepts(checks.check_optimal_policy, toy.optimal_policy)
+    assert_accepts(checks.check_optimal_policy, lambda p, r, b: torch.softmax(torch.log(p) + r / b, -1))
+    naive = lambda p, r, b: p * torch.exp(r / b) / (p * torch.exp(r / b)).sum()
+    assert_rejects(checks.check_optimal_policy, naive, "overflow")
+    assert_rejects(checks.check_optimal_policy, lambda p, r, b: toy.optimal_policy(p, -r, b), "wrong sign")
+    assert_rejects(checks.check_optimal_policy, lambda p, r, b: toy.optimal_policy(p, r, 1.0), "beta is missing")
+    assert_rejects(checks.check_optimal_policy, lambda p, r, b: toy.optimal_policy(p, r * b, 1.0), "r / beta")
+    assert_rejects(checks.check_optimal_policy, lambda p, r, b: p * torch.exp(r / b), "normalised")
+    assert_rejects(checks.check_optimal_policy, lambda p, r, b: torch.softmax(r / b, -1), "pi_ref is missing")
+
+
+def test_rlhf_objective():
+    assert_accepts(checks.check_rlhf_objective, toy.rlhf_objective)
+    mine = lambda pi, ref, r, b: (pi * r).sum() - b * (pi * torch.log(pi / ref)).sum()
+    assert_accepts(checks.check_rlhf_objective, mine)
+    assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() + b * (pi * torch.log(pi / ref)).sum(), "sign")
+    assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() - (pi * torch.log(pi / ref)).sum(), "beta is missing")
+    assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() - (pi * torch.log(pi / ref)).sum() / b, "divided")
+    assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() - b * (ref * torch.log(ref / pi)).sum(), "reversed")
+    assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).mean() - b * (pi * torch.log(pi / ref)).sum(), "not a mean")
+    assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() - b * (pi * torch.log(pi / ref)).mean(), "sum over responses")
+    assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: r.mean() - b * (pi * torch.log(pi / ref)).sum(), "weight each reward")
+
+
+# ---------------------------------------------------------------- 03
+
+
+def test_reward_from_policy():
+    assert_accepts(checks.check_reward_from_policy, toy.reward_from_policy)
+    assert_accepts(checks.check_reward_from_policy, lambda s, ref, b, lz: b * torch.log(s / ref) + b * lz)
+    assert_rejects(checks.check_reward_from_policy, lambda s, ref, b, lz: b * torch.log(s / ref), "partition term is missing")
+    assert_rejects(checks.check_reward_from_policy, lambda s, ref, b, lz: b * torch.log(s / ref) + lz, "multiplied by beta")
+    assert_rejects(checks.check_reward_from_policy, lambda s, ref, b, lz: torch.log(s / ref) + lz, "beta is missing")
+    assert_rejects(checks.check_reward_from_policy, lambda s, ref, b, lz: b * torch.log(ref / s) + b * lz, "upside down")
+    assert_rejects(checks.check_reward_from_policy, lambda s, ref, b, lz: b * torch.log(s / ref) - b * lz, "sign")
+
+
+def test_dpo_loss():
+    assert_accepts(checks.check_dpo_loss, dpo_loss)  # returns a tuple: the checker takes the losses
+    assert_accepts(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(b * ((pc - pr) - (rc - rr))))
+    h = lambda pc, pr, rc, rr: (pc - pr) - (rc - rr)
+    assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(-b * h(pc, pr, rc, rr)), "margin has the wrong sign")
+    assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(b * ((rc - rr) - (pc - pr))), "policy vs reference")
+    assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: F.logsigmoid(b * h(pc, pr, rc, rr)), "wrong sign")
+    assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(h(pc, pr, rc, rr)), "beta is missing")
+    assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(h(pc, pr, rc, rr) / b), "divided")
+    assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -torch.log(torch.sigmoid(b * h(pc, pr, rc, rr))), "F.logsigmoid")
+    assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(b * h(pc, pr, rc, rr)).mean(), "one number")
+    assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(b * (pc - pr)), "reference log-probs are missing")
+
+
+def test_dpo_loss_checker_demands_ln2_at_reference():
+    # right everywhere except at pi = pi_ref: an answer with a constant offset is caught
+    def offset(pc, pr, rc, rr, b):
+        loss = -F.logsigmoid(b * ((pc - pr) - (rc - rr)))
+        return loss + (loss - math.log(2)).abs().lt(1e-6) * 0.1
+
+    assert_rejects(checks.check_dpo_loss, offset)

@@ -1,0 +1,157 @@
+"""Implicit rewards against independent computations, on real tiny GPT-2s."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.implicit import (
+    bon_kl_bound,
+    expected_best_of_n,
+    implicit_vs_true,
+    pair_implicit_rewards,
+    pearson,
+    ranking_accuracy,
+    response_token_rewards,
+    spearman,
+    token_implicit_rewards_from_logits,
+    token_reward_table,
+)
+from tests.conftest import build_tiny_gpt2
+
+PAIRS = [
+    {"prompt": "The movie was", "chosen": " great and the acting was superb.", "rejected": " dull."},
+    {"prompt": "I did not like", "chosen": " the plot", "rejected": " the ending at all!"},
+]
+
+
+def naive_logprob(model, prompt_ids, response_ids):
+    """log pi(response | prompt): one forward pass per prefix, float64, no shifting or masking."""
+    total, context = 0.0, list(prompt_ids)
+    for token in response_ids:
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([context])).logits[0, -1]
+        total += torch.log_softmax(logits.double(), -1)[token].item()
+        context.append(token)
+    return total
+
+
+@pytest.fixture()
+def two_models(tiny_tokenizer):
+    return build_tiny_gpt2(tiny_tokenizer, seed=1), build_tiny_gpt2(tiny_tokenizer, seed=2)
+
+
+def test_token_rewards_sum_to_beta_times_naive_logratio(tiny_tokenizer, two_models):
+    policy, ref = two_models
+    beta = 0.3
+    rows = response_token_rewards(policy, ref, tiny_tokenizer, [p["prompt"] for p in PAIRS],
+                                  [p["chosen"] for p in PAIRS], beta)
+    eos = tiny_tokenizer.eos_token_id
+    for pair, row in zip(PAIRS, rows):
+        prompt_ids = tiny_tokenizer(pair["prompt"], add_special_tokens=False)["input_ids"]
+        response_ids = tiny_tokenizer(pair["chosen"], add_special_tokens=False)["input_ids"] + [eos]
+        assert row["ids"] == response_ids  # every response token and the EOS, nothing of the prompt
+        assert "".join(row["tokens"][:-1]) == pair["chosen"]
+        expected = beta * (naive_logprob(policy, prompt_ids, response_ids) - naive_logprob(ref, prompt_ids, response_ids))
+        assert row["total"] == pytest.approx(expected, abs=1e-4)
+        assert len(row["rewards"]) == len(response_ids)
+
+
+def test_token_rewards_are_zero_at_the_reference_and_masked():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[-100, -100, 3, 4, -100], [-100, 1, 2, 3, 6]])
+    rewards, mask = token_implicit_rewards_from_logits(logits, logits.clone(), labels, beta=0.5)
+    assert torch.equal(rewards, torch.zeros(2, 4))
+    assert mask.tolist() == [[False, True, True, False], [True, True, True, True]]
+    # a policy that adds +1 to the logit of token 3 everywhere: each scored 3 gets a positive reward,
+    # every other scored token a negative one; masked positions stay exactly 0
+    bumped = logits.clone()
+    bumped[..., 3] += 1.0
+    rewards, mask = token_implicit_rewards_from_logits(bumped, logits, labels, beta=0.5)
+    targets = labels[:, 1:]
+    assert (rewards[mask & (targets == 3)] > 0).all()
+    assert (rewards[mask & (targets != 3)] < 0).all()
+    assert (rewards[~mask] == 0).all()
+
+
+def test_pair_implicit_rewards_match_token_sums(tiny_tokenizer, two_models):
+    policy, ref = two_models
+    beta = 0.2
+    out = pair_implicit_rewards(policy, ref, tiny_tokenizer, PAIRS, beta)
+    rows_c = response_token_rewards(policy, ref, tiny_tokenizer, [p["prompt"] for p in PAIRS],
+                                    [p["chosen"] for p in PAIRS], beta)
+    rows_r = response_token_rewards(policy, ref, tiny_tokenizer, [p["prompt"] for p in PAIRS],
+                                    [p["rejected"] for p in PAIRS], beta)
+    np.testing.assert_allclose(out["chosen"], [r["total"] for r in rows_c], atol=1e-5)
+    np.testing.assert_allclose(out["rejected"], [r["total"] for r in rows_r], atol=1e-5)
+    np.testing.assert_allclose(out["margins"], out["chosen"] - out["rejected"], atol=1e-6)
+    np.testing.assert_allclose(out["chosen"], beta * (out["policy_chosen_logps"] - out["ref_chosen_logps"]), atol=1e-5)
+
+
+def test_correlations_against_numpy_and_hand_values():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 1000]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # ties get their average rank: x ranks (0, 1.5, 1.5, 3)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([0, 1.5, 1.5, 3], [0, 1, 2, 3])[0, 1])
+
+
+def test_ranking_accuracy_counts_ties_half():
+    assert ranking_accuracy([1.0, 2.0, 3.0, 0.0], [0.0, 2.0, 4.0, -1.0]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    with pytest.raises(ValueError):
+        ranking_accuracy([1.0], [1.0, 2.0])
+
+
+def test_pairwise_accuracy_equals_brute_force():
+    rng = np.random.default_rng(1)
+    imp = rng.normal(size=12).round(1)
+    tru = (imp + rng.normal(size=12)).round(1)
+    agree, total = 0.0, 0
+    for i, j in itertools.combinations(range(12), 2):
+        if tru[i] == tru[j]:
+            continue
+        total += 1
+        if imp[i] == imp[j]:
+            agree += 0.5
+        elif (imp[i] > imp[j]) == (tru[i] > tru[j]):
+            agree += 1
+    assert implicit_vs_true(imp, tru)["pairwise_accuracy"] == pytest.approx(agree / total)
+
+
+def test_bon_kl_bound_is_the_limit_of_the_exact_kl():
+    assert bon_kl_bound(1) == 0.0
+    assert bon_kl_bound(2) == pytest.approx(math.log(2) - 0.5)
+    # exact KL of best-of-n over K equally likely outcomes with distinct rewards:
+    # pi_bon(k) = (k/K)^n - ((k-1)/K)^n; it rises to the bound as K grows
+    for n in (2, 4, 16):
+        kls = []
+        for k_outcomes in (10, 100, 10_000):
+            k = np.arange(1, k_outcomes + 1)
+            p = (k / k_outcomes) ** n - ((k - 1) / k_outcomes) ** n
+            kls.append(float(np.sum(p[p > 0] * np.log(p[p > 0] * k_outcomes))))
+        assert kls[0] < kls[1] < kls[2] <= bon_kl_bound(n) + 1e-12
+        assert kls[2] == pytest.approx(bon_kl_bound(n), abs=2e-3)
+    with pytest.raises(ValueError):
+        bon_kl_bound(0)
+
+
+def test_expected_best_of_n_equals_mean_over_all_subsets():
+    rng = np.random.default_rng(2)
+    rewards = rng.normal(size=(3, 6))
+    for n in (1, 2, 3, 6):
+        brute = [np.mean([max(row[list(s)]) for s in itertools.combinations(range(6), n)]) for row in rewards]
+        np.testing.assert_allclose(expected_best_of_n(rewards, n), brute, atol=1e-12)
+    np.testing.assert_allclose(expected_best_of_n(rewards, 1), rewards.mean(1))
+    with pytest.raises(ValueError):
+        expected_best_of_n(rewards, 7)
+
+
+def test_token_reward_table_averages_and_filters():
+    rows = [{"tokens": ["a", "b", "a"], "rewards": [1.0, -1.0, 3.0]}, {"tokens": ["b", "c"], "rewards": [0.0, 5.0]}]
+    table = token_reward_table(rows, min_count=2)
+    assert [(d["token"], d["mean"], d["count"]) for d in table] == [("a", 2.0, 2), ("b", -0.5, 2)]

@@ -53,3 +53,22 @@ def tiny_tokenizer(tmp_path_factory):
 @pytest.fixture()
 def tiny_model(tiny_tokenizer):
     return build_tiny_gpt2(tiny_tokenizer)
+
+
+# --- preference pairs for the training-loop tests (helpers/train.py, scripts/train_dpo.py) ---
+
+TINY_PROMPTS = ["The movie was", "The plot was", "The acting was", "The music was",
+                "The ending was", "The script was", "The film was", "The cinema was"]
+TINY_GOOD = [" great and lovely.", " superb!", " wonderful.", " not bad."]
+TINY_BAD = [" dull and flat.", " terrible.", " slow.", " not great."]
+
+
+def build_tiny_pairs(n_per_prompt: int = 2) -> list[dict]:
+    """8 prompts x n_per_prompt records {prompt, chosen, rejected}: positive words beat negative ones."""
+    return [{"prompt": p, "chosen": TINY_GOOD[(i + j) % 4], "rejected": TINY_BAD[(3 * i + j) % 4]}
+            for i, p in enumerate(TINY_PROMPTS) for j in range(n_per_prompt)]
+
+
+@pytest.fixture()
+def tiny_pairs():
+    return build_tiny_pairs()

@@ -463,3 +463,402 @@ def check_rloo_advantages(fn) -> Verdict:
         ]
         _compare(name, got, expected, wrongs, context, tol=1e-6)
     return _pass(name, "A_i = R_i - mean of the other k - 1 rewards of the same prompt; it sums to 0 per prompt.")
+
+
+# ============================================================================ notebooks 04-07 (DPO on GPT-2)
+
+
+def _lm_case(seed: int, batch: int, width: int, vocab: int, dtype=torch.float32):
+    """Random logits (B, T, V) and labels (B, T) with a masked prompt and right padding."""
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(batch, width, vocab, generator=g) * 3).to(dtype)
+    labels = torch.randint(0, vocab, (batch, width), generator=g)
+    for b in range(batch):  # prompt of 2-3 tokens, then response, then padding
+        prompt = 2 + b % 2
+        length = width - b
+        labels[b, :prompt] = -100
+        labels[b, length:] = -100
+    return logits, labels
+
+
+def _seq_logps_variant(logits, labels, shift=True, average=False, normalise=True, mask=True):
+    """A sequence log-prob with one of the typical mistakes switched on (float64)."""
+    logits = logits.double()
+    if shift:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    keep = labels != -100
+    logps = F.log_softmax(logits, -1) if normalise else logits
+    per_token = torch.gather(logps, 2, labels.clamp(min=0).unsqueeze(2)).squeeze(2)
+    if mask:
+        per_token = per_token * keep
+    total = per_token.sum(-1)
+    return total / keep.sum(-1).clamp(min=1) if average else total
+
+
+@_checker
+def check_sequence_logprobs(fn) -> Verdict:
+    """Exercise (04): ``sequence_logprobs(logits, labels)`` -> (B,) log pi(y|x): shift by one, log-softmax in
+    float32, gather the label's log-prob, zero where the label is -100, sum over tokens."""
+    name = "sequence_logprobs"
+    cases = [(*_lm_case(0, 3, 7, 11), "3 rows of 7 tokens, vocabulary 11, prompt and padding labelled -100"),
+             (*_lm_case(1, 2, 9, 50), "2 rows of 9 tokens, vocabulary 50")]
+    for logits, labels, context in cases:
+        got = _run(name, fn, logits.clone(), labels.clone())
+        expected = _seq_logps_variant(logits, labels)
+        if got.shape == labels[:, 1:].shape or got.shape == labels.shape:
+            raise _Stop(_fail(name, "returned per-token log-probs; sum them over the tokens of each row, shape (B,)."))
+        no_shift = logits.double()
+        wrongs = [
+            (_seq_logps_variant(logits, labels, shift=False),
+             "no shift: the logits at position t predict token t + 1, so compare logits[:, :-1] with labels[:, 1:]."),
+            (_seq_logps_variant(no_shift[:, 1:], labels[:, :-1], shift=False),
+             "shifted the wrong way: logits[:, :-1] (positions 0..T-2) predict labels[:, 1:] (tokens 1..T-1)."),
+            (_seq_logps_variant(logits, labels, average=True),
+             "you averaged over tokens; DPO sums them: log pi(y|x) = sum_t log pi(y_t | x, y_<t)."),
+            (_seq_logps_variant(logits, labels, normalise=False),
+             "you gathered raw logits; apply log_softmax over the vocabulary first."),
+            (_seq_logps_variant(logits, labels, mask=False),
+             "the -100 positions are scored too: zero them with the mask labels != -100 after the gather."),
+        ]
+        _compare(name, got, expected, wrongs, context, tol=1e-4)
+    low, labels = _lm_case(2, 2, 8, 40)
+    low = (low * 8).to(torch.bfloat16)
+    got = _run(name, fn, low.clone(), labels.clone())
+    if not _close(got, _seq_logps_variant(low.float(), labels), 1e-4):
+        in_bf16 = torch.gather(F.log_softmax(low[:, :-1], -1), 2, labels[:, 1:].clamp(min=0).unsqueeze(2)).squeeze(2)
+        if _close(got, (in_bf16.double() * (labels[:, 1:] != -100)).sum(-1), 1e-4):
+            raise _Stop(_fail(name, "bf16 logits were log-softmaxed in bf16 (2-3 significant digits); "
+                                    "upcast with logits.float() first."))
+        raise _Stop(_fail(name, "wrong value for bf16 logits: upcast with logits.float() before the log-softmax."))
+    return _pass(name, "shifted, normalised in float32, masked, summed -- one log pi(y|x) per row.")
+
+
+def _labels_case(prompt_length: int, length: int, width: int, pad: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, 30, (width,), generator=g)
+    ids[length - 1] = pad  # the EOS, with pad = eos
+    ids[length:] = pad
+    return ids
+
+
+@_checker
+def check_response_labels(fn) -> Verdict:
+    """Exercise (04): ``response_labels(input_ids, prompt_length, length)`` -> (T,) labels: the token id on the
+    response and its EOS (positions prompt_length .. length-1), -100 on the prompt and on the padding.
+    Here pad = eos (GPT-2 has no pad token)."""
+    name = "response_labels"
+    eos = 0
+    cases = [(3, 8, 11, 1, "3 prompt tokens, 4 response tokens + EOS, 3 pads (pad = eos = 0)"),
+             (2, 5, 5, 2, "2 prompt tokens, 2 response tokens + EOS, no padding"),
+             (4, 6, 9, 3, "4 prompt tokens, 1 response token + EOS, 3 pads")]
+    for prompt_length, length, width, seed, context in cases:
+        ids = _labels_case(prompt_length, length, width, eos, seed)
+        try:
+            out = fn(ids.clone(), prompt_length, length)
+        except NotImplementedError:
+            return _fail(name, "not implemented yet -- replace `raise NotImplementedError` with your code.")
+        except Exception as exc:
+            return _fail(name, f"raised {type(exc).__name__}: {exc}")
+        got = torch.as_tensor(out).long()
+        pos = torch.arange(width)
+        expected = torch.where((pos >= prompt_length) & (pos < length), ids, torch.full_like(ids, -100))
+        if got.shape != expected.shape:
+            return _fail(name, f"returned shape {tuple(got.shape)}, expected ({width},) -- one label per input token "
+                               "(the shift happens later, in sequence_logprobs).")
+        if torch.equal(got, expected):
+            continue
+        by_pad = torch.where((pos >= prompt_length) & (ids != eos), ids, torch.full_like(ids, -100))
+        wrongs = [
+            (by_pad, "the EOS is masked: you decided what counts by comparing ids with the pad id, and pad = eos. "
+                     "Use the lengths (positions < length), so the EOS is still scored and the model learns to stop."),
+            (torch.where(pos < length, ids, torch.full_like(ids, -100)),
+             "the prompt is scored: log pi(y|x) counts the response only; set the first prompt_length labels to -100."),
+            (torch.where(pos >= prompt_length, ids, torch.full_like(ids, -100)),
+             "the padding is scored: set every label from position `length` on to -100."),
+            (torch.where((pos >= prompt_length + 1) & (pos < length), ids, torch.full_like(ids, -100)),
+             "off by one: the first response token (position prompt_length) is masked."),
+            (torch.where((pos >= prompt_length - 1) & (pos < length), ids, torch.full_like(ids, -100)),
+             "off by one: the last prompt token is scored."),
+            (torch.where((pos >= prompt_length) & (pos < length - 1), ids, torch.full_like(ids, -100)),
+             "the EOS is masked: it is the last real token (position length - 1) and must be scored."),
+            (torch.cat([expected[1:], torch.tensor([-100])]),
+             "the labels are already shifted; keep them aligned with input_ids -- sequence_logprobs shifts."),
+        ]
+        for value, why in wrongs:
+            if torch.equal(got, value):
+                return _fail(name, why)
+        return _fail(name, f"wrong labels ({context}): got {got.tolist()}, expected {expected.tolist()}.")
+    return _pass(name, "response and EOS scored, prompt and padding -100, decided by lengths not by the pad id.")
+
+
+@_checker
+def check_sft_loss(fn) -> Verdict:
+    """Exercise (05): ``sft_loss(logits, input_ids, attention_mask)`` -> scalar mean next-token cross-entropy over
+    the real tokens (padding excluded), in nats per token."""
+    name = "sft_loss"
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 6, 13, generator=g) * 2
+    input_ids = torch.randint(0, 13, (3, 6), generator=g)
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
+    input_ids = input_ids.masked_fill(attention_mask == 0, 1)  # pad id 1
+    got = _run(name, fn, logits.clone(), input_ids.clone(), attention_mask.clone())
+    lp = F.log_softmax(logits.double(), -1)
+    nll = -torch.gather(lp[:, :-1], 2, input_ids[:, 1:, None]).squeeze(2)  # (B, T-1)
+    keep = attention_mask[:, 1:].bool()
+    expected = nll[keep].mean()
+    nll_ns = -torch.gather(lp, 2, input_ids[:, :, None]).squeeze(2)
+    row_means = torch.stack([nll[b][keep[b]].mean() for b in range(3)]).mean()
+    wrongs = [
+        (nll_ns[attention_mask.bool()].mean(), "no shift: the logits at position t predict token t + 1 "
+                                               "(compare logits[:, :-1] with input_ids[:, 1:])."),
+        (nll.mean(), "the padding is in the loss: average only where attention_mask[:, 1:] == 1."),
+        (nll[keep].sum(), "you summed; return the mean over the real tokens (nats per token)."),
+        (row_means, "you averaged each row, then the rows: short rows count as much as long ones; "
+                    "average over all real tokens of the batch at once."),
+        (-expected, "wrong sign: cross-entropy is -log p, positive."),
+    ]
+    if got.numel() != 1:
+        return _fail(name, f"returned shape {tuple(got.shape)}; return one number (the mean over real tokens).")
+    _compare(name, got.reshape(()), expected, [(w.reshape(()), why) for w, why in wrongs],
+             "3 rows with 6, 4 and 3 real tokens", tol=1e-4)
+    return _pass(name, "shifted, padding excluded, mean over all real tokens of the batch.")
+
+
+@_checker
+def check_make_pairs(fn) -> Verdict:
+    """Exercise (05): ``make_pairs(prompt, responses, rewards)`` -> list of {"prompt", "chosen", "rejected"}: every
+    pair of samples with different rewards, chosen = the higher reward; ties dropped."""
+    name = "make_pairs"
+    cases = [
+        ("the film", [" was great.", " was dull.", " was fine."], [0.8, -0.4, 0.2], "3 samples, rewards 0.8, -0.4, 0.2"),
+        ("a nurse", [" smiles.", " cries.", " waits.", " sings."], [0.3, -0.3, 0.0, 0.3], "4 samples, one tie"),
+    ]
+    for prompt, responses, rewards, context in cases:
+        try:
+            out = fn(prompt, list(responses), list(rewards))
+        except NotImplementedError:
+            return _fail(name, "not implemented yet -- replace `raise NotImplementedError` with your code.")
+        except Exception as exc:
+            return _fail(name, f"raised {type(exc).__name__}: {exc}")
+        try:
+            got = {(r["prompt"], r["chosen"], r["rejected"]) for r in out}
+            n_got = len(list(out))
+        except Exception:
+            return _fail(name, "return a list of dicts with keys 'prompt', 'chosen', 'rejected'.")
+        expected, swapped, with_ties = set(), set(), set()
+        for i in range(len(responses)):
+            for j in range(i + 1, len(responses)):
+                hi, lo = (i, j) if rewards[i] > rewards[j] else (j, i)
+                if rewards[i] == rewards[j]:
+                    with_ties.add((prompt, responses[hi], responses[lo]))
+                    continue
+                expected.add((prompt, responses[hi], responses[lo]))
+                swapped.add((prompt, responses[lo], responses[hi]))
+        if got == expected and n_got == len(expected):
+            continue
+        if got == swapped:
+            return _fail(name, "chosen and rejected are swapped: chosen is the response with the higher reward.")
+        if got == expected | with_ties:
+            return _fail(name, "ties are kept: two responses with equal reward carry no preference; drop the pair.")
+        if got < expected:
+            return _fail(name, f"only {len(got)} of the {len(expected)} pairs ({context}); pair every two samples "
+                               "(itertools.combinations), not only the best with the worst.")
+        if n_got != len(got):
+            return _fail(name, "some pairs appear twice; each unordered pair of samples once.")
+        return _fail(name, f"wrong pairs ({context}): got {sorted(got)}, expected {sorted(expected)}.")
+    return _pass(name, "all k(k-1)/2 pairs, higher reward chosen, ties dropped.")
+
+
+def _tiny_lm(seed: int, vocab: int = 23):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=vocab, n_positions=16, n_layer=1, n_head=2, n_embd=16, resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    return GPT2LMHeadModel(config)
+
+
+def _pair_batch(seed: int, n_pairs: int = 3, vocab: int = 23):
+    from helpers.data import collate_preferences
+
+    g = torch.Generator().manual_seed(seed)
+    examples = []
+    for i in range(n_pairs):
+        prompt = torch.randint(1, vocab, (2 + i % 2,), generator=g).tolist()
+        ex = {"prompt_input_ids": prompt}
+        for name, n in (("chosen", 2 + i), ("rejected", 4 - i % 3)):
+            resp = torch.randint(1, vocab, (n,), generator=g).tolist() + [0]
+            ex[f"{name}_input_ids"] = prompt + resp
+            ex[f"{name}_labels"] = [-100] * len(prompt) + resp
+        examples.append(ex)
+    return collate_preferences(examples, pad_token_id=0)
+
+
+@_checker
+def check_dpo_batch_loss(fn) -> Verdict:
+    """Exercise (06): ``dpo_batch_loss(policy, ref_model, batch, beta)`` -> the mean DPO loss of a concatenated
+    batch (chosen rows first), with gradients to the policy only."""
+    from helpers.logprobs import sequence_logprobs
+
+    name = "dpo_batch_loss"
+    policy, ref = _tiny_lm(1), _tiny_lm(2)
+    batch = _pair_batch(3)
+    beta = 0.5
+    try:
+        out = fn(policy, ref, {k: v.clone() for k, v in batch.items()}, beta)
+    except NotImplementedError:
+        return _fail(name, "not implemented yet -- replace `raise NotImplementedError` with your code.")
+    except Exception as exc:
+        return _fail(name, f"raised {type(exc).__name__}: {exc}")
+    loss = out[0] if isinstance(out, tuple) else out
+    if not torch.is_tensor(loss):
+        return _fail(name, f"returned {type(loss).__name__}; return the loss as a tensor.")
+    if loss.numel() != 1:
+        return _fail(name, f"returned shape {tuple(loss.shape)}; return the mean over pairs (one number) "
+                           "so that loss.backward() works.")
+    if not loss.requires_grad:
+        return _fail(name, "the loss has no gradient: the policy's forward must not run under torch.no_grad().")
+    policy.zero_grad()
+    loss.backward()
+    if any(p.grad is not None and p.grad.abs().sum() > 0 for p in ref.parameters()):
+        return _fail(name, "gradients reached the reference model: run it under torch.no_grad() (pi_ref is frozen).")
+    if all(p.grad is None for p in policy.parameters()):
+        return _fail(name, "no gradient reached the policy.")
+    with torch.no_grad():
+        lg_p = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        lg_r = ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    n = batch["input_ids"].shape[0] // 2
+
+    def variant(average=False, shift=True, use_ref=True, sign=1.0, b=beta, swap=False):
+        lp = _seq_logps_variant(lg_p, batch["labels"], shift=shift, average=average)
+        lr = _seq_logps_variant(lg_r, batch["labels"], shift=shift, average=average)
+        pc, pr, rc, rr = lp[:n], lp[n:], lr[:n], lr[n:]
+        if swap:
+            pc, pr, rc, rr = pr, pc, rr, rc
+        h = (pc - pr) - ((rc - rr) if use_ref else 0.0)
+        return -F.logsigmoid(sign * b * h).mean()
+
+    expected = variant()
+    wrongs = [
+        (variant(average=True), "you averaged the log-probs over tokens; DPO sums them (log pi(y|x))."),
+        (variant(shift=False), "no shift: logits[:, :-1] predict labels[:, 1:] (use helpers.logprobs.sequence_logprobs)."),
+        (variant(use_ref=False), "the reference is missing: h = (log pi_w - log pi_l) - (log ref_w - log ref_l)."),
+        (variant(sign=-1.0), "the margin has the wrong sign: rows 0..B-1 are chosen, B..2B-1 rejected."),
+        (variant(swap=True), "chosen and rejected are swapped: the first half of the batch holds the chosen rows."),
+        (variant(b=1.0), "beta is missing: the loss is -log sigmoid(beta * h)."),
+        (variant(b=1 / beta), "h is divided by beta; multiply it."),
+    ]
+    _compare(name, torch.as_tensor(loss.detach(), dtype=torch.float64).reshape(()), expected,
+             [(w, why) for w, why in wrongs], "3 pairs, a random policy and reference, beta = 0.5", tol=1e-4)
+    at_ref = fn(policy, policy, {k: v.clone() for k, v in batch.items()}, beta)
+    at_ref = float((at_ref[0] if isinstance(at_ref, tuple) else at_ref).detach())
+    if abs(at_ref - math.log(2.0)) > 1e-4:
+        return _fail(name, f"with the policy as its own reference the loss must be ln 2 = 0.6931, got {at_ref:.4f}.")
+    return _pass(name, "summed log-probs from one concatenated forward, frozen reference, -log sigmoid(beta h) "
+                       "averaged; ln 2 at pi = pi_ref.")
+
+
+@_checker
+def check_kl_estimate(fn) -> Verdict:
+    """Exercise (06): ``kl_estimate(policy_logps, ref_logps, prompt_index)`` -> (mean, standard error) of
+    KL(pi || pi_ref) from samples y ~ pi: the mean of log pi(y|x) - log pi_ref(y|x), and its standard error from
+    the per-prompt means (samples of one prompt are correlated)."""
+    name = "kl_estimate"
+    g = torch.Generator().manual_seed(6)
+    prompt_index = torch.arange(5).repeat_interleave(4)  # 5 prompts x 4 samples
+    offsets = torch.randn(5, generator=g).repeat_interleave(4) * 3
+    ref_logps = -20 + torch.randn(20, generator=g)
+    policy_logps = ref_logps + 1.5 + offsets + 0.3 * torch.randn(20, generator=g)
+    try:
+        out = fn(policy_logps.clone(), ref_logps.clone(), prompt_index.clone())
+        mean, se = (float(v) for v in out)
+    except NotImplementedError:
+        return _fail(name, "not implemented yet -- replace `raise NotImplementedError` with your code.")
+    except Exception as exc:
+        return _fail(name, f"raised {type(exc).__name__}: {exc} (return two numbers: mean, standard error)")
+    d = (policy_logps - ref_logps).double()
+    per_prompt = d.view(5, 4).mean(1)
+    exp_mean, exp_se = d.mean().item(), (per_prompt.std(unbiased=True) / math.sqrt(5)).item()
+    if abs(mean - exp_mean) > 1e-4:
+        if abs(mean + exp_mean) < 1e-4:
+            return _fail(name, "wrong sign: KL(pi || pi_ref) = E_pi[log pi - log pi_ref], samples drawn from pi.")
+        if abs(mean - d.abs().mean().item()) < 1e-4 and abs(mean - exp_mean) > 1e-4:
+            return _fail(name, "don't take absolute values: single terms can be negative; only the mean is >= 0.")
+        return _fail(name, f"mean: got {mean:.4f}, expected {exp_mean:.4f} (the mean of log pi - log pi_ref).")
+    naive_se = (d.std(unbiased=True) / math.sqrt(20)).item()
+    if abs(se - exp_se) > 1e-4:
+        if abs(se - naive_se) < 1e-4:
+            return _fail(name, f"standard error {se:.4f} treats the 20 samples as independent; the 4 samples of a "
+                               f"prompt share its offset. Use the std of the 5 per-prompt means / sqrt(5) = {exp_se:.4f}.")
+        if abs(se - per_prompt.std(unbiased=True).item()) < 1e-4:
+            return _fail(name, "you returned the standard deviation of the per-prompt means; divide by sqrt(#prompts).")
+        return _fail(name, f"standard error: got {se:.4f}, expected {exp_se:.4f} (std of per-prompt means / sqrt(5)).")
+    return _pass(name, "mean of log pi - log pi_ref over samples from pi; SE from per-prompt means.")
+
+
+@_checker
+def check_implicit_reward(fn) -> Verdict:
+    """Exercise (07): ``implicit_reward(policy_logps, ref_logps, beta)`` -> (B,) beta * (log pi_theta(y|x) -
+    log pi_ref(y|x))."""
+    name = "implicit_reward"
+    cases = [(_t([-12.0, -30.5, -8.25]), _t([-14.0, -28.0, -8.0]), 0.1, "three responses, beta = 0.1"),
+             (_t([-5.0, -40.0]), _t([-9.0, -41.5]), 2.0, "two responses, beta = 2")]
+    for pol, ref, beta, context in cases:
+        got = _run(name, fn, pol.clone(), ref.clone(), beta)
+        expected = beta * (pol - ref)
+        wrongs = [
+            (beta * (ref - pol), "wrong sign: r_hat = beta * (log pi_theta - log pi_ref); a response the policy "
+                                 "made more likely gets a positive reward."),
+            (pol - ref, "beta is missing: r_hat = beta * log(pi_theta / pi_ref)."),
+            ((pol - ref) / beta, "the log-ratio is divided by beta; multiply it."),
+            (beta * (pol.exp() / ref.exp()), "use the log of the ratio (a difference of log-probs), not the ratio."),
+            (beta * pol, "the reference is missing: r_hat = beta * (log pi_theta - log pi_ref)."),
+            ((beta * (pol - ref)).mean(), "return one reward per response, shape (B,)."),
+        ]
+        _compare(name, got, expected, wrongs, context)
+    return _pass(name, "beta * (log pi_theta - log pi_ref), one per response.")
+
+
+@_checker
+def check_token_implicit_rewards(fn) -> Verdict:
+    """Exercise (07): ``token_implicit_rewards(policy_logits, ref_logits, labels, beta)`` -> (B, T-1)
+    beta * (log pi_theta(y_t|.) - log pi_ref(y_t|.)) per scored token, 0 where the label is -100."""
+    name = "token_implicit_rewards"
+    pol, labels = _lm_case(7, 2, 7, 11)
+    ref, _ = _lm_case(8, 2, 7, 11)
+    beta = 0.5
+
+    def per_token(logits, shift=True, mask=True):
+        lg, lb = (logits[:, :-1], labels[:, 1:]) if shift else (logits, labels)
+        lp = torch.gather(F.log_softmax(lg.double(), -1), 2, lb.clamp(min=0).unsqueeze(2)).squeeze(2)
+        return lp * (lb != -100) if mask else lp
+
+    got = _run(name, fn, pol.clone(), ref.clone(), labels.clone(), beta)
+    expected = beta * (per_token(pol) - per_token(ref))
+    wrongs = [
+        (beta * (per_token(pol, mask=False) - per_token(ref, mask=False)),
+         "masked positions are not zero: multiply by the mask labels[:, 1:] != -100."),
+        (beta * (per_token(ref) - per_token(pol)), "wrong sign: policy minus reference."),
+        (per_token(pol) - per_token(ref), "beta is missing."),
+        (beta * (per_token(pol) - per_token(ref)).sum(-1),
+         "you summed over tokens: that is the sequence reward; return one value per token, shape (B, T-1)."),
+    ]
+    if got.shape == labels.shape:
+        raise _Stop(_fail(name, "returned (B, T): no shift. The logits at t predict token t+1: use logits[:, :-1] "
+                                "and labels[:, 1:], giving (B, T-1)."))
+    _compare(name, got, expected, wrongs, "2 rows, 7 tokens, vocabulary 11, beta = 0.5", tol=1e-4)
+    return _pass(name, "per-token beta * log-ratio, shifted and masked; each row sums to r_hat(x, y).")
+
+
+@_checker
+def check_bon_kl_bound(fn) -> Verdict:
+    """Exercise (07): ``bon_kl_bound(n)`` -> log n - (n - 1) / n, the KL of best-of-n sampling from pi_ref."""
+    name = "bon_kl_bound"
+    for n in (1, 2, 4, 16):
+        got = _run(name, fn, n)
+        expected = _t(math.log(n) - (n - 1) / n)
+        wrongs = [(_t(math.log(n)), "log n alone is an upper bound that ignores the -(n-1)/n correction."),
+                  (_t(math.log(n) - (n - 1)), "the correction is (n - 1) / n, not n - 1."),
+                  (_t(math.log2(n) - (n - 1) / n), "natural log, not log2: KL is measured in nats.")]
+        _compare(name, got.reshape(()), expected, wrongs, f"n = {n}")
+    return _pass(name, "log n - (n-1)/n: 0 for n = 1, about 0.19 nats for n = 2, 0.64 for n = 4.")

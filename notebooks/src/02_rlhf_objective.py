@@ -1,0 +1,270 @@
+# %% [markdown]
+# # 02 — The RLHF objective and its optimal policy
+#
+# RLHF does not simply maximise reward. It maximises reward **while staying close to a reference
+# policy** $\pi_{\mathrm{ref}}$ (the SFT model):
+#
+# $$\max_{\pi}\; \mathbb{E}_{y\sim\pi(\cdot\mid x)}\big[r(x,y)\big] \;-\; \beta\,\mathrm{KL}\big(\pi(\cdot\mid x)\,\|\,\pi_{\mathrm{ref}}(\cdot\mid x)\big)$$
+#
+# This notebook shows that this objective has a **closed-form maximiser**, checks it against plain
+# gradient ascent, and lets you move $\beta$ to see what it does. Notebook 03 turns that closed form
+# into the DPO loss.
+#
+# Everything here happens in a *toy world*: one prompt $x$ and six possible responses, so a policy
+# is just six probabilities and every sum can be computed exactly.
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import torch
+
+from helpers import checks, toy, viz
+
+torch.set_printoptions(precision=4, sci_mode=False)
+
+# %% [markdown]
+# ## The toy world
+#
+# The prompt is *"The film, in one word:"*. The reference policy $\pi_{\mathrm{ref}}$ likes lukewarm
+# words; the reward $r(y)$ likes enthusiastic ones.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+world = toy.make_toy()
+print(world.prompt)
+print(f"{'response':>10} {'pi_ref':>8} {'r':>6}")
+for y, p, r in zip(world.responses, world.pi_ref, world.r):
+    print(f"{y:>10} {p.item():8.2f} {r.item():6.2f}")
+print(f"sum pi_ref = {world.pi_ref.sum().item():.4f}")
+
+# %% [markdown]
+# ## The objective, term by term
+#
+# With finitely many responses both terms are sums:
+#
+# $$J(\pi) = \underbrace{\sum_y \pi(y)\,r(y)}_{\text{expected reward}} \;-\; \beta\,\underbrace{\sum_y \pi(y)\log\frac{\pi(y)}{\pi_{\mathrm{ref}}(y)}}_{\mathrm{KL}(\pi\,\|\,\pi_{\mathrm{ref}})\ \text{(nats)}}$$
+#
+# The KL term is a *penalty*: it is zero at $\pi = \pi_{\mathrm{ref}}$ and positive everywhere else.
+# It is weighted by $\pi$ — the policy being sampled — not by $\pi_{\mathrm{ref}}$.
+
+# %% [markdown]
+# ### Exercise 1 — the objective
+#
+# Implement `rlhf_objective(pi, pi_ref, r, beta)` for probability vectors `pi`, `pi_ref` and rewards
+# `r` (tensors of shape `(K,)`), returning one number. Run the checker: it tells you what is wrong in
+# plain words. (The notebook keeps running with the stub; the solution follows.)
+
+# %%
+def rlhf_objective(pi, pi_ref, r, beta):
+    # YOUR CODE HERE: expected reward minus beta times KL(pi || pi_ref)
+    raise NotImplementedError
+
+
+checks.check_rlhf_objective(rlhf_objective)
+
+# %% [markdown]
+# **Solution.**
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def rlhf_objective(pi, pi_ref, r, beta):
+    expected_reward = (pi * r).sum(-1)
+    kl = (pi * (torch.log(pi) - torch.log(pi_ref))).sum(-1)
+    return expected_reward - beta * kl
+
+
+checks.check_rlhf_objective(rlhf_objective)
+
+# %% [markdown]
+# At $\pi = \pi_{\mathrm{ref}}$ the KL term vanishes and $J$ is the reference's expected reward. Putting
+# all mass on the best response gets more reward but pays a large KL.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+beta = 1.0
+best = torch.zeros(6, dtype=torch.float64)
+best[0] = 0.999
+best[1:] = 0.001 / 5
+for name, pi in [("pi_ref", world.pi_ref), ("almost all on 'superb'", best)]:
+    print(f"{name:>24}: E[r] = {toy.expected_reward(pi, world.r).item():.4f}, "
+          f"KL = {toy.kl_divergence(pi, world.pi_ref).item():.4f} nats, "
+          f"J = {rlhf_objective(pi, world.pi_ref, world.r, beta).item():.4f}")
+
+# %% [markdown]
+# ## The maximiser in closed form
+#
+# Define the **Gibbs distribution**
+#
+# $$\pi^*(y) = \frac{1}{Z}\,\pi_{\mathrm{ref}}(y)\,\exp\!\big(r(y)/\beta\big), \qquad Z = \sum_y \pi_{\mathrm{ref}}(y)\,\exp\!\big(r(y)/\beta\big).$$
+#
+# Then $r(y) = \beta\log\frac{\pi^*(y)}{\pi_{\mathrm{ref}}(y)} + \beta\log Z$, and substituting into $J$:
+#
+# $$J(\pi) = \sum_y \pi(y)\Big[\beta\log\tfrac{\pi^*(y)}{\pi_{\mathrm{ref}}(y)} + \beta\log Z - \beta\log\tfrac{\pi(y)}{\pi_{\mathrm{ref}}(y)}\Big] = \beta\log Z \;-\; \beta\,\mathrm{KL}(\pi\,\|\,\pi^*).$$
+#
+# $\beta\log Z$ does not depend on $\pi$, and a KL is $\ge 0$ with equality only when the two
+# distributions are equal. So **$J$ is maximised exactly at $\pi = \pi^*$**, and its maximum is $\beta\log Z$.
+
+# %% [markdown]
+# The identity $J(\pi) = \beta\log Z - \beta\,\mathrm{KL}(\pi\|\pi^*)$ holds for *every* $\pi$, not just
+# at the optimum. Check it on a thousand random policies:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+torch.manual_seed(0)
+random_pis = torch.distributions.Dirichlet(torch.ones(6, dtype=torch.float64)).sample((1000,))  # (1000, 6)
+pi_star = toy.optimal_policy(world.pi_ref, world.r, beta)
+log_z = toy.log_partition(world.pi_ref, world.r, beta)
+lhs = rlhf_objective(random_pis, world.pi_ref, world.r, beta)
+rhs = beta * log_z - beta * toy.kl_divergence(random_pis, pi_star)
+print(f"beta log Z = {beta * log_z.item():.4f}")
+print(f"max |J(pi) - (beta log Z - beta KL(pi || pi*))| over 1000 policies = {(lhs - rhs).abs().max().item():.4f}")
+print(f"J(pi*) = {rlhf_objective(pi_star, world.pi_ref, world.r, beta).item():.4f} "
+      f">= J of every random policy: {bool((lhs <= rlhf_objective(pi_star, world.pi_ref, world.r, beta)).all())}")
+
+# %% [markdown]
+# ### Exercise 2 — the optimal policy
+#
+# Implement `optimal_policy(pi_ref, r, beta)` $=\pi_{\mathrm{ref}}\exp(r/\beta)/Z$. The checker also
+# tries $\beta = 0.001$, where $\exp(r/\beta) = e^{2000}$ overflows: compute it in log space.
+
+# %%
+def optimal_policy(pi_ref, r, beta):
+    # YOUR CODE HERE: pi_ref * exp(r / beta), normalised
+    raise NotImplementedError
+
+
+checks.check_optimal_policy(optimal_policy)
+
+# %% [markdown]
+# **Solution.** $\log\pi^*(y) = \log\pi_{\mathrm{ref}}(y) + r(y)/\beta - \log Z$ — a softmax of
+# $\log\pi_{\mathrm{ref}} + r/\beta$, which `torch.softmax` computes without overflow.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def optimal_policy(pi_ref, r, beta):
+    return torch.softmax(torch.log(pi_ref) + r / beta, dim=-1)
+
+
+checks.check_optimal_policy(optimal_policy)
+
+# %% [markdown]
+# ## Closed form versus gradient ascent
+#
+# Forget the derivation for a moment and simply climb $J$: parametrise $\pi = \mathrm{softmax}(\theta)$,
+# start at $\theta = \log\pi_{\mathrm{ref}}$ and follow the gradient (autograd computes it).
+# `toy.ascend_objective` does this; both answers should agree.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pi_closed = optimal_policy(world.pi_ref, world.r, beta)
+pi_ascent, history = toy.ascend_objective(world.pi_ref, world.r, beta, steps=2000)
+print(f"beta = {beta}")
+print("pi*_closed :", [round(p, 4) for p in pi_closed.tolist()])
+print("pi*_ascent :", [round(p, 4) for p in pi_ascent.tolist()])
+print(f"max |pi*_closed - pi*_ascent| = {(pi_closed - pi_ascent).abs().max().item():.4f}")
+print(f"J(pi*_closed) = {rlhf_objective(pi_closed, world.pi_ref, world.r, beta).item():.4f}, "
+      f"J after ascent = {history[-1].item():.4f}, beta log Z = {beta * log_z.item():.4f}")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+viz.plot_objective_ascent(history, beta * log_z.item(), ax=axes[0])
+axes[0].set_title(f"gradient ascent on J (beta = {beta})")
+viz.plot_policies({"pi_ref": world.pi_ref, "pi* closed form": pi_closed, "gradient ascent": pi_ascent},
+                  world.responses, ax=axes[1], title="the two maximisers coincide")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The agreement is not special to $\beta = 1$. At small $\beta$ the optimum sits near a corner of the
+# simplex, where softmax gradients are tiny, so ascent converges more slowly — the closed form does not care.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for b in (0.3, 1.0, 3.0, 10.0):
+    pa, _ = toy.ascend_objective(world.pi_ref, world.r, b, steps=2000)
+    err = (optimal_policy(world.pi_ref, world.r, b) - pa).abs().max().item()
+    print(f"beta = {b:5.1f}: max |pi*_closed - pi*_ascent| = {err:.4f}")
+
+# %% [markdown]
+# ## What $\beta$ does
+#
+# $\pi^* \propto \pi_{\mathrm{ref}}\,e^{r/\beta}$ has two limits:
+#
+# * **large $\beta$** — $e^{r/\beta}\to 1$: the KL penalty dominates and $\pi^*\to\pi_{\mathrm{ref}}$;
+# * **small $\beta$** — the response with the largest reward dominates: $\pi^*\to$ the argmax of $r$.
+#
+# So a **larger $\beta$ keeps the policy closer to the reference**. (Some tutorials state this
+# backwards; the formula settles it.)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for b in (0.05, 0.3, 1.0, 3.0, 100.0):
+    ps = optimal_policy(world.pi_ref, world.r, b)
+    print(f"beta = {b:6.2f}: pi*('superb') = {ps[0].item():.4f}, "
+          f"KL(pi* || pi_ref) = {toy.kl_divergence(ps, world.pi_ref).item():.4f} nats, "
+          f"E[r] = {toy.expected_reward(ps, world.r).item():.4f}")
+
+# %% [markdown]
+# ### Try it: a slider on $\beta$
+#
+# Drag the slider (log scale). The title shows the two terms of the objective at $\pi^*$: the
+# expected reward and the KL it costs.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+viz.beta_slider(world.pi_ref, world.r, world.responses, beta=1.0)
+
+# %% [markdown]
+# The same information as a static picture (for readers on GitHub, where widgets do not run):
+# left, how $\pi^*$ shares its mass among the responses as $\beta$ grows; right, the reward and KL
+# terms at $\pi^*$. Both fall as $\beta$ grows: less reward, less drift.
+
+# %%
+viz.plot_beta_sweep(world.pi_ref, world.r, world.responses)
+plt.show()
+
+# %% [markdown]
+# ## Why RLHF needs reinforcement learning for text
+#
+# Here we wrote $\pi^*$ down because we could sum over all six responses. A language model's
+# responses are **sequences**: with a vocabulary of $V$ tokens and responses of $T$ tokens there are
+# $V^T$ of them, so neither $Z$ nor $\mathbb{E}_\pi[r]$ can be summed. RLHF therefore *samples*
+# responses from $\pi$, scores them with a reward model and estimates the gradient from the samples
+# (policy gradients, PPO — notebook 08). And $\pi^*$ cannot be used directly: we cannot even evaluate
+# $\pi^*(y)$, because of $Z$.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for name, vocab in [("tiny profile (our BPE)", 2_000), ("GPT-2", 50_257)]:
+    for T in (20, 40):
+        print(f"{name:>22}, T = {T}: V^T = 10^{T * math.log10(vocab):.0f} possible responses")
+
+# %% [markdown]
+# What sampling buys you, in the toy: estimate $\mathbb{E}_{\pi^*}[r]$ and $\mathrm{KL}(\pi^*\|\pi_{\mathrm{ref}})$
+# from $n$ samples $y\sim\pi^*$ (the KL as the average of $\log\pi^*(y)-\log\pi_{\mathrm{ref}}(y)$). The
+# estimates approach the exact sums at the Monte-Carlo rate $1/\sqrt n$ — that noise is what RL has to live with.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+exact_r = toy.expected_reward(pi_closed, world.r).item()
+exact_kl = toy.kl_divergence(pi_closed, world.pi_ref).item()
+print(f"exact: E[r] = {exact_r:.4f}, KL = {exact_kl:.4f} nats")
+gen = torch.Generator().manual_seed(0)
+for n in (10, 100, 10_000):
+    ys = torch.multinomial(pi_closed, n, replacement=True, generator=gen)
+    est_r = world.r[ys].mean().item()
+    est_kl = (torch.log(pi_closed[ys]) - torch.log(world.pi_ref[ys])).mean().item()
+    print(f"n = {n:>6}: E[r] ~ {est_r:.2f}, KL ~ {est_kl:.2f} nats")
+
+# %% [markdown]
+# ## Summary
+#
+# * The KL-regularised objective $\mathbb{E}_\pi[r]-\beta\,\mathrm{KL}(\pi\|\pi_{\mathrm{ref}})$ equals
+#   $\beta\log Z-\beta\,\mathrm{KL}(\pi\|\pi^*)$, so its maximiser is $\pi^*=\pi_{\mathrm{ref}}e^{r/\beta}/Z$.
+# * Gradient ascent on the objective finds the same policy.
+# * Larger $\beta$ keeps $\pi^*$ closer to $\pi_{\mathrm{ref}}$; smaller $\beta$ chases the reward.
+# * For sequences, $Z$ is a sum over astronomically many responses — which is why RLHF samples.
+#
+# **Next (03):** turn $\pi^*$ around, express the reward through the policy, and watch $Z$ cancel:
+# that is the DPO loss.

@@ -72,3 +72,20 @@ def build_tiny_pairs(n_per_prompt: int = 2) -> list[dict]:
 @pytest.fixture()
 def tiny_pairs():
     return build_tiny_pairs()
+
+
+# --- a small tiny-profile world (corpus, tokenizer, 2x32 SFT model), built once per session ---
+
+SMALL_WORLD = dict(n_reviews=2_500, split_sizes={"prefs": 200, "test": 200}, vocab_size=800,
+                   n_layer=2, n_embd=32, n_head=2, sft_steps=80, sft_batch_size=32, sft_lr=3e-3,
+                   max_new_tokens=40)
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """``helpers.world.tiny_world`` at test size in a session temp folder, fully built (~15 s)."""
+    from helpers.world import build_world, tiny_world
+
+    world = tiny_world(tmp_path_factory.mktemp("small_world"), **SMALL_WORLD)
+    build_world(world, pairs=False, progress=False)
+    return world

@@ -1,0 +1,208 @@
+"""Sampling from a policy and evaluating it on the paper's two axes: reward and KL(pi || pi_ref).
+
+The DPO paper's Fig. 2 (left) plots, for each policy, the mean ground-truth reward of its samples
+on held-out prompts against the sequence-level KL divergence from the SFT model:
+
+    KL(pi || pi_ref) = E_{x, y ~ pi(.|x)} [ log pi(y|x) - log pi_ref(y|x) ]
+
+estimated here from the same samples: for each sample, the sum over its response tokens (EOS
+included) of log pi - log pi_ref. Two details make this estimate honest:
+
+* **Pure sampling.** ``generate()`` samples with ``top_k=50`` by default, which truncates pi: the
+  samples would come from a different distribution than the one scored. We sample with
+  ``do_sample=True, top_k=0, top_p=1.0`` at ``temperature`` and score log-probs at the same
+  temperature (logits / temperature), so the estimate is unbiased for the tempered policy.
+* **Standard errors over prompts.** Samples of one prompt are correlated, so the standard error is
+  computed from per-prompt means (std / sqrt(n_prompts)), not from all samples as if independent.
+
+A sample that reaches ``max_new_tokens`` without EOS is scored on the tokens it has: its term is
+the KL of the first ``max_new_tokens`` tokens, a lower bound on the full one. The EOS rate says
+how often that happened.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from helpers.logprobs import IGNORE_INDEX, token_logprobs
+
+
+def _left_padded(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad prompt ids for generation: (B, T) input_ids and attention_mask."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            input_ids[i, width - len(row):] = torch.tensor(row)
+            attention_mask[i, width - len(row):] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+@torch.no_grad()
+def sample_policy(model, tokenizer, prompts: list[str], n_samples_per_prompt: int = 1,
+                  max_new_tokens: int = 40, temperature: float = 1.0, seed: int = 0,
+                  batch_size: int = 256, progress: bool = True) -> dict:
+    """Sample ``n_samples_per_prompt`` responses per prompt by pure ancestral sampling.
+
+    Prompts are tokenized on their own (as ``helpers.data`` does) and left-padded into batches so
+    every row's last prompt token sits at the same position; ``generate`` derives position ids
+    from the attention mask, so the padding changes nothing. The global RNG state is restored
+    afterwards (``fork_rng``), so a call does not perturb the caller's seeds.
+
+    Args:
+        model: causal LM (eval mode recommended); samples are made on its device.
+        tokenizer: needs ``eos_token_id`` and ``pad_token_id``.
+        prompts: P strings.
+        n_samples_per_prompt: k.
+        max_new_tokens: response length limit (EOS included).
+        temperature: > 0; logits are divided by it.
+        seed: sampling seed.
+        batch_size: rows per ``generate`` call.
+        progress: tqdm bar.
+    Returns:
+        dict of lists, each of length P * k, prompt-major (the k samples of prompt 0 first):
+        ``prompt_index``, ``prompt``, ``response`` (text, no EOS, starts where the prompt ends),
+        ``prompt_ids``, ``response_ids`` (EOS included when generated), ``ended`` (bool: EOS was
+        generated), ``length`` (response tokens, EOS excluded).
+    """
+    from tqdm.auto import tqdm
+
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 (greedy decoding is not sampling from pi)")
+    device = next(model.parameters()).device
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    jobs = [i for i in range(len(prompts)) for _ in range(n_samples_per_prompt)]
+    out = {k: [] for k in ("prompt_index", "prompt", "response", "prompt_ids", "response_ids",
+                           "ended", "length")}
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start in tqdm(range(0, len(jobs), batch_size), desc="sampling", disable=not progress):
+            batch = jobs[start:start + batch_size]
+            input_ids, attention_mask = _left_padded([prompt_ids[i] for i in batch], pad, device)
+            generated = model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, do_sample=True, top_k=0,
+                top_p=1.0, temperature=temperature, max_new_tokens=max_new_tokens,
+                pad_token_id=pad, eos_token_id=eos)
+            new_tokens = generated[:, input_ids.shape[1]:].tolist()  # (B, <= max_new_tokens)
+            for i, row in zip(batch, new_tokens):
+                ended = eos in row
+                response_ids = row[: row.index(eos) + 1] if ended else row
+                text_ids = response_ids[:-1] if ended else response_ids
+                out["prompt_index"].append(i)
+                out["prompt"].append(prompts[i])
+                out["response"].append(tokenizer.decode(text_ids, skip_special_tokens=True))
+                out["prompt_ids"].append(prompt_ids[i])
+                out["response_ids"].append(response_ids)
+                out["ended"].append(ended)
+                out["length"].append(len(text_ids))
+    return out
+
+
+@torch.no_grad()
+def score_responses(model, prompt_ids: list[list[int]], response_ids: list[list[int]],
+                    pad_token_id: int, temperature: float = 1.0, batch_size: int = 256,
+                    per_token: bool = False):
+    """log pi(response | prompt) of each pair of id lists, at ``temperature``.
+
+    Rows are right-padded (natural positions, like ``helpers.data``); prompt and padding are
+    labelled -100, so only response tokens (and their EOS) are scored.
+
+    Returns:
+        (N,) float64 numpy array of summed log-probs; with ``per_token`` also a list of N numpy
+        arrays of per-token log-probs.
+    """
+    device = next(model.parameters()).device
+    totals, tokens = [], []
+    for start in range(0, len(prompt_ids), batch_size):
+        rows = [p + r for p, r in zip(prompt_ids[start:start + batch_size],
+                                      response_ids[start:start + batch_size])]
+        n_prompt = [len(p) for p in prompt_ids[start:start + batch_size]]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for i, (row, n) in enumerate(zip(rows, n_prompt)):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            attention_mask[i, : len(row)] = 1
+            labels[i, n: len(row)] = torch.tensor(row[n:], dtype=torch.long)
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        # float32, no autocast: KL is a small difference of two large log-probs, and bf16 noise
+        # in either would swamp it
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
+        logps, mask = token_logprobs(logits.float() / temperature, labels.to(device))  # (B, T-1)
+        totals.append(logps.sum(-1).double().cpu())
+        if per_token:
+            tokens += [row[m].double().cpu().numpy() for row, m in zip(logps, mask)]
+    total = torch.cat(totals).numpy() if totals else np.zeros(0)
+    return (total, tokens) if per_token else total
+
+
+def _mean_se(values: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """Mean of ``values`` and its standard error computed from per-group means."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    group_ids = np.unique(groups)
+    means = np.array([values[groups == g].mean() for g in group_ids])
+    if len(means) > 1:
+        return float(values.mean()), float(means.std(ddof=1) / np.sqrt(len(means)))
+    if values.size > 1:
+        return float(values.mean()), float(values.std(ddof=1) / np.sqrt(values.size))
+    return float(values.mean()), float("nan")
+
+
+def evaluate_policy(policy, ref_model, tokenizer, prompts: list[str], reward_fn,
+                    n_samples_per_prompt: int = 4, max_new_tokens: int = 40,
+                    temperature: float = 1.0, seed: int = 0, batch_size: int = 256,
+                    progress: bool = True) -> dict:
+    """Mean reward and KL(pi || pi_ref) of ``policy`` on ``prompts`` (the paper's Fig. 2 axes).
+
+    Args:
+        policy: the model evaluated (pi); samples come from it.
+        ref_model: pi_ref (the SFT model), on the same device.
+        tokenizer: shared tokenizer.
+        prompts: P held-out prompts.
+        reward_fn: ``reward_fn(texts) -> list[float]``, applied to prompt + response.
+        n_samples_per_prompt, max_new_tokens, temperature, seed, batch_size, progress: sampling.
+    Returns:
+        dict with scalars ``reward_mean``, ``reward_se``, ``kl_mean``, ``kl_se`` (nats),
+        ``length_mean`` (response tokens, EOS excluded), ``eos_rate``, ``exclaim_rate`` (share of
+        responses containing "!"), ``n_prompts``, ``n_samples``; and per-sample lists/arrays
+        ``rewards``, ``kls``, ``policy_logps``, ``ref_logps``, ``lengths``, ``ended``,
+        ``prompt_index``, ``prompts``, ``responses``.
+    """
+    samples = sample_policy(policy, tokenizer, prompts, n_samples_per_prompt, max_new_tokens,
+                            temperature, seed, batch_size, progress)
+    texts = [p + r for p, r in zip(samples["prompt"], samples["response"])]
+    rewards = np.asarray(reward_fn(texts), dtype=np.float64)
+    pad = tokenizer.pad_token_id
+    policy_logps = score_responses(policy, samples["prompt_ids"], samples["response_ids"], pad,
+                                   temperature, batch_size)
+    ref_logps = score_responses(ref_model, samples["prompt_ids"], samples["response_ids"], pad,
+                                temperature, batch_size)
+    kls = policy_logps - ref_logps
+    groups = np.asarray(samples["prompt_index"])
+    reward_mean, reward_se = _mean_se(rewards, groups)
+    kl_mean, kl_se = _mean_se(kls, groups)
+    return {
+        "reward_mean": reward_mean, "reward_se": reward_se, "kl_mean": kl_mean, "kl_se": kl_se,
+        "length_mean": float(np.mean(samples["length"])),
+        "eos_rate": float(np.mean(samples["ended"])),
+        "exclaim_rate": float(np.mean(["!" in r for r in samples["response"]])),
+        "n_prompts": len(prompts), "n_samples": len(texts),
+        "rewards": rewards, "kls": kls, "policy_logps": policy_logps, "ref_logps": ref_logps,
+        "lengths": np.asarray(samples["length"]), "ended": np.asarray(samples["ended"]),
+        "prompt_index": groups, "prompts": samples["prompt"], "responses": samples["response"],
+    }
+
+
+def word_rate(responses: list[str], word: str) -> float:
+    """Share of responses containing ``word`` as a whole word (e.g. ``helpers.corpus.GOODHART_WORD``)."""
+    import re
+
+    pattern = re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE)
+    return float(np.mean([bool(pattern.search(r)) for r in responses])) if responses else float("nan")

@@ -1,0 +1,151 @@
+"""Preference pairs sampled from the SFT model and ranked by the ground-truth reward.
+
+The DPO paper's recipe for the controlled-sentiment task (Section 6.1, Appendix C.1): for each
+prompt (a 2-8 token review prefix), sample k completions from pi_SFT, score each with the reward,
+and turn every pair of them into a preference: chosen = the higher reward. With k = 4 that is up to
+k(k-1)/2 = 6 pairs per prompt. Pairs whose rewards are equal carry no preference: they are dropped
+and counted (``n_ties``). Samples that hit ``max_new_tokens`` without EOS are dropped before
+pairing (``n_truncated``): ``helpers.data`` appends EOS to every response, which would teach the
+policy to stop where it had not stopped.
+
+Prompts come from the world's ``pairs_split``, disjoint from the SFT texts and from the held-out
+evaluation prompts. Text format: ``prompt`` has no trailing space, ``chosen``/``rejected`` start
+where the prompt ends (usually with a space) and carry no EOS -- exactly what ``helpers.data``
+expects (see ``helpers.world``'s module docstring for why this split re-tokenizes exactly).
+
+The result is a ``datasets.Dataset`` with columns prompt, chosen, rejected, chosen_reward,
+rejected_reward, saved with ``save_to_disk`` under the world's cache (``get_preference_pairs``
+reloads it with ``load_from_disk``), with ``stats.json`` next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from helpers.evaluate import sample_policy
+
+COLUMNS = ("prompt", "chosen", "rejected", "chosen_reward", "rejected_reward")
+
+
+def pairs_from_samples(prompts: list[str], responses: list[list[str]], rewards: list[list[float]],
+                       tie_tolerance: float = 0.0) -> tuple[list[dict], int]:
+    """All k(k-1)/2 pairs per prompt, chosen = higher reward; ties dropped.
+
+    Args:
+        prompts: P prompts.
+        responses: P lists of responses (k each, or fewer after drops).
+        rewards: P lists of the matching rewards.
+        tie_tolerance: pairs with |reward gap| <= this are ties (default: exactly equal).
+    Returns:
+        (records with the ``COLUMNS`` keys, number of ties dropped).
+    """
+    records, ties = [], 0
+    for prompt, texts, scores in zip(prompts, responses, rewards):
+        for a, b in combinations(range(len(texts)), 2):
+            if abs(scores[a] - scores[b]) <= tie_tolerance:
+                ties += 1
+                continue
+            hi, lo = (a, b) if scores[a] > scores[b] else (b, a)
+            records.append({"prompt": prompt, "chosen": texts[hi], "rejected": texts[lo],
+                            "chosen_reward": float(scores[hi]), "rejected_reward": float(scores[lo])})
+    return records, ties
+
+
+def build_preference_pairs(model, tokenizer, prompts: list[str], reward_fn, k: int = 4,
+                           max_new_tokens: int = 40, temperature: float = 1.0, seed: int = 0,
+                           batch_size: int = 256, drop_truncated: bool = True,
+                           tie_tolerance: float = 0.0, progress: bool = True):
+    """Sample k responses per prompt from ``model``, score them, and pair them up.
+
+    Args:
+        model: pi_SFT. tokenizer: its tokenizer. prompts: P prompts.
+        reward_fn: ``reward_fn(texts) -> list[float]``, applied to prompt + response.
+        k: samples per prompt. max_new_tokens, temperature, seed, batch_size: sampling
+            (pure sampling, see ``helpers.evaluate.sample_policy``).
+        drop_truncated: drop samples without EOS before pairing.
+        tie_tolerance: see ``pairs_from_samples``.
+        progress: tqdm bar while sampling.
+    Returns:
+        (``datasets.Dataset`` with ``COLUMNS``, stats dict: n_prompts, k, n_samples, n_truncated,
+        n_pairs, n_ties, mean_gap, sample_reward_mean, sample_reward_std, sample_length_mean,
+        eos_rate, seconds).
+    """
+    import datasets
+
+    start = time.perf_counter()
+    samples = sample_policy(model, tokenizer, prompts, k, max_new_tokens, temperature, seed,
+                            batch_size, progress)
+    texts = [p + r for p, r in zip(samples["prompt"], samples["response"])]
+    all_rewards = np.asarray(reward_fn(texts), dtype=np.float64)
+    responses = [[] for _ in prompts]
+    rewards = [[] for _ in prompts]
+    n_truncated = 0
+    for i, response, reward, ended in zip(samples["prompt_index"], samples["response"],
+                                          all_rewards, samples["ended"]):
+        if drop_truncated and not ended:
+            n_truncated += 1
+            continue
+        responses[i].append(response)
+        rewards[i].append(float(reward))
+    records, ties = pairs_from_samples(prompts, responses, rewards, tie_tolerance)
+    columns = {c: [r[c] for r in records] for c in COLUMNS}
+    dataset = datasets.Dataset.from_dict(columns)
+    gaps = np.asarray(columns["chosen_reward"]) - np.asarray(columns["rejected_reward"])
+    stats = {
+        "n_prompts": len(prompts), "k": k, "n_samples": len(texts), "n_truncated": n_truncated,
+        "n_pairs": len(records), "n_ties": ties,
+        "mean_gap": float(gaps.mean()) if len(gaps) else float("nan"),
+        "sample_reward_mean": float(all_rewards.mean()),
+        "sample_reward_std": float(all_rewards.std()),
+        "sample_length_mean": float(np.mean(samples["length"])),
+        "eos_rate": float(np.mean(samples["ended"])),
+        "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
+        "seconds": time.perf_counter() - start,
+    }
+    return dataset, stats
+
+
+def _pairs_path(world, n_prompts: int, k: int, seed: int) -> Path:
+    return Path(world.pairs_dir) / f"prompts{n_prompts}_k{k}_seed{seed}"
+
+
+def build_pairs_for_world(world, n_prompts: int = 1000, k: int = 4, seed: int = 0,
+                          force: bool = False, progress: bool = True, device=None):
+    """Build (unless already on disk) the pairs of ``world`` and save them; returns the Dataset."""
+    import datasets
+
+    from helpers.config import get_device
+    from helpers.world import atomic_build_dir, get_prompts, get_reward_fn, load_sft_model, load_tokenizer
+
+    path = _pairs_path(world, n_prompts, k, seed)
+    if (path / "stats.json").exists() and not force:
+        return datasets.load_from_disk(str(path / "dataset"))
+    device = device or get_device()
+    tokenizer = load_tokenizer(world)
+    model = load_sft_model(world, device=device)
+    prompts = get_prompts(world, world.pairs_split, n_prompts, seed=seed, tokenizer=tokenizer)
+    dataset, stats = build_preference_pairs(
+        model, tokenizer, prompts, get_reward_fn(world, device=device), k=k,
+        max_new_tokens=world.max_new_tokens, seed=seed, progress=progress)
+    with atomic_build_dir(path, replace_existing=force) as tmp:
+        dataset.save_to_disk(str(tmp / "dataset"))
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+    return datasets.load_from_disk(str(path / "dataset"))
+
+
+def get_preference_pairs(world, n_prompts: int = 1000, k: int = 4, seed: int = 0,
+                         force: bool = False, progress: bool = True):
+    """The world's preference pairs as a ``datasets.Dataset``: loaded from the cache, or built
+    (SFT model included, if missing) and saved first."""
+    return build_pairs_for_world(world, n_prompts, k, seed, force=force, progress=progress)
+
+
+def load_pairs_stats(world, n_prompts: int = 1000, k: int = 4, seed: int = 0) -> dict:
+    """The stats saved with ``get_preference_pairs(world, n_prompts, k, seed)`` (built if missing)."""
+    build_pairs_for_world(world, n_prompts, k, seed)
+    return json.loads((_pairs_path(world, n_prompts, k, seed) / "stats.json").read_text())

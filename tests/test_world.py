@@ -1,0 +1,234 @@
+"""Profiles, the tiny world's corpus/tokenizer/models, prompts, and the gpt2 code path on local files."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import world as W
+
+# ---------------------------------------------------------------------------------- profiles
+
+
+@pytest.fixture()
+def silent_endpoint():
+    """A loopback port that completes TCP connects (kernel backlog) but never answers a byte."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # never accept(): connects succeed, nothing is ever sent back
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.fixture()
+def answering_endpoint():
+    """A loopback plain-HTTP server that answers every request."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_explicit_profiles_and_validation(monkeypatch):
+    monkeypatch.delenv("DPO_PROFILE", raising=False)
+    assert W.choose_profile("tiny") == "tiny"
+    assert W.choose_profile("GPT2") == "gpt2"
+    monkeypatch.setenv("DPO_PROFILE", "tiny")
+    assert W.choose_profile() == "tiny"
+    with pytest.raises(ValueError, match="DPO_PROFILE"):
+        W.choose_profile("gpt3")
+
+
+def test_tiny_switches_hub_offline():
+    import datasets.config
+    import huggingface_hub.constants
+
+    W.choose_profile("tiny")
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True
+    assert datasets.config.HF_HUB_OFFLINE is True
+
+
+def test_auto_without_cuda_is_tiny(capsys, monkeypatch):
+    monkeypatch.setenv("DPO_HUB_PROBE", "127.0.0.1:9")  # never reached
+    start = time.monotonic()
+    assert W.choose_profile("auto", cuda_available=False) == "tiny"
+    assert time.monotonic() - start < 1
+    assert "no CUDA" in capsys.readouterr().out
+
+
+def test_auto_falls_back_when_hub_is_silent(silent_endpoint, capsys, monkeypatch):
+    """With a GPU but a hub that accepts connections and never answers, auto must not hang."""
+    monkeypatch.setenv("DPO_HUB_PROBE", silent_endpoint)
+    start = time.monotonic()
+    assert W.choose_profile("auto", cuda_available=True, probe_timeout=2.5) == "tiny"
+    elapsed = time.monotonic() - start
+    assert 2.0 < elapsed < 10, elapsed  # it waited for the probe, and no longer
+    assert "did not answer" in capsys.readouterr().out
+
+
+def test_probe_refused_silent_and_answering(silent_endpoint, answering_endpoint):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: connection refused
+    start = time.monotonic()
+    assert W.probe_hub(f"127.0.0.1:{port}", timeout=2) is False
+    assert time.monotonic() - start < 1.5
+    assert W.probe_hub(silent_endpoint, timeout=1) is False
+    assert W.probe_hub(silent_endpoint.replace("127", "http://127", 1), timeout=1) is False
+    # the probe is not always False: a server that answers HTTP passes it
+    assert W.probe_hub(answering_endpoint, timeout=2) is True
+
+
+def test_auto_picks_gpt2_when_cuda_and_hub_answer(answering_endpoint, monkeypatch):
+    monkeypatch.setenv("DPO_HUB_PROBE", answering_endpoint)
+    assert W.choose_profile("auto", cuda_available=True, verbose=False) == "gpt2"
+
+
+# ---------------------------------------------------------------------------------- tiny world
+
+
+def test_world_paths_are_absolute(tmp_path):
+    world = W.tiny_world(tmp_path / "x")
+    for path in [world.root, world.base_model, world.tokenizer_name, world.sft_dir, world.pairs_dir,
+                 *world.data_files.values()]:
+        assert Path(path).is_absolute()
+    assert W.gpt2_world().base_model == "gpt2" and W.gpt2_world().dataset_name == "stanfordnlp/imdb"
+    assert "profile" in world.describe()
+
+
+def test_corpus_splits_are_disjoint(small_world):
+    splits = {s: W.load_reviews(small_world, s) for s in ("train", "prefs", "test")}
+    assert len(splits["prefs"]) == len(splits["test"]) == 200
+    assert len(splits["train"]) == 2_500 - 400
+    assert not set(splits["train"]) & set(splits["prefs"])
+    assert not set(splits["train"]) & set(splits["test"])
+    assert not set(splits["prefs"]) & set(splits["test"])
+
+
+def test_tokenizer_round_trip_and_special_tokens(small_world):
+    tok = W.load_tokenizer(small_world)
+    assert tok.eos_token == W.EOS_TOKEN and tok.pad_token == W.PAD_TOKEN
+    assert tok.eos_token_id != tok.pad_token_id
+    assert len(tok) <= small_world.vocab_size
+    for text in W.load_reviews(small_world, "test"):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == text
+    # words are whole tokens with their leading space (byte-level BPE, like GPT-2)
+    assert tok.convert_ids_to_tokens(tok(" the plot", add_special_tokens=False)["input_ids"]) == ["Ġthe", "Ġplot"]
+
+
+def test_model_config_matches_tokenizer(small_world):
+    tok = W.load_tokenizer(small_world)
+    model = W.load_sft_model(small_world)
+    for cfg in (model.config, model.generation_config):
+        assert cfg.eos_token_id == tok.eos_token_id
+        assert cfg.pad_token_id == tok.pad_token_id
+        assert cfg.bos_token_id == tok.bos_token_id
+    assert model.config.vocab_size == len(tok)
+    assert Path(small_world.sft_dir, "model.safetensors").exists()
+
+
+def test_sft_model_reloads_with_identical_logits(small_world, tmp_path):
+    tok = W.load_tokenizer(small_world)
+    model = W.load_sft_model(small_world)
+    batch = tok(["the plot was great.", "a nurse returns home."], return_tensors="pt", padding=True)
+    from transformers import AutoModelForCausalLM
+
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
+    again = W.load_sft_model(small_world)
+    with torch.no_grad():
+        logits = model(**batch).logits
+        assert torch.equal(logits, reloaded(**batch).logits)
+        assert torch.equal(logits, again(**batch).logits)
+
+
+def test_sft_learned_and_history_saved(small_world):
+    history = W.load_sft_history(small_world)
+    tok = W.load_tokenizer(small_world)
+    uniform = torch.log(torch.tensor(float(len(tok)))).item()
+    assert len(history["steps"]) == len(history["loss"]) >= 2
+    assert history["final_eval_loss"] < uniform - 2.0, "SFT should beat a uniform guess by far"
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_sft_texts_end_with_eos(small_world):
+    from helpers.sft import collate_texts, tokenize_texts
+
+    tok = W.load_tokenizer(small_world)
+    rows = tokenize_texts(tok, ["the plot was great.", "ok."], max_length=64)
+    assert all(r[-1] == tok.eos_token_id for r in rows)
+    assert tokenize_texts(tok, ["the plot was great."], max_length=3)[0][-1] != tok.eos_token_id
+    batch = collate_texts(rows, tok.pad_token_id)
+    # labels: the EOS is scored, only padding is ignored
+    assert batch["labels"][1].tolist() == rows[1] + [-100] * (len(rows[0]) - len(rows[1]))
+    assert batch["attention_mask"].sum().item() == sum(len(r) for r in rows)
+
+
+def test_prompts_cut_at_word_boundaries(small_world):
+    tok = W.load_tokenizer(small_world)
+    reviews = W.load_reviews(small_world, "test")[:60]
+    for i, text in enumerate(reviews):
+        n = 2 + i % 7
+        prompt = W.make_prompt(text, tok, n)
+        continuation = text[len(prompt):]
+        assert prompt and continuation and not prompt.endswith(" ")
+        whole = tok(text, add_special_tokens=False)["input_ids"]
+        parts = tok(prompt, add_special_tokens=False)["input_ids"] + tok(continuation, add_special_tokens=False)["input_ids"]
+        assert parts == whole, (prompt, continuation)
+        assert abs(len(tok(prompt)["input_ids"]) - n) <= 2
+    prompts = W.get_prompts(small_world, n=30, seed=1, tokenizer=tok)
+    assert prompts == W.get_prompts(small_world, n=30, seed=1, tokenizer=tok)
+    assert len(prompts) == 30
+    lengths = [len(tok(p)["input_ids"]) for p in prompts]
+    assert min(lengths) >= 1 and max(lengths) <= 10 and len(set(lengths)) >= 3
+
+
+# ---------------------------------------------------------------------------------- gpt2 path
+
+
+def test_gpt2_code_path_on_local_files(small_world, tmp_path):
+    """The gpt2 profile's calls (load_dataset on a name + data_files, from_pretrained on a name,
+    pad = eos for a tokenizer without pad, SFT, save) run here with local stand-ins."""
+    from transformers import PreTrainedTokenizerFast
+
+    # an IMDb-like local dataset with HTML line breaks
+    data = tmp_path / "imdb"
+    data.mkdir()
+    texts = ["A fine film.<br /><br />The acting was good.", "Dull.<br />Bad music.", "Great fun!"] * 20
+    for split in ("train", "unsupervised", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps({"text": t, "label": 1}) + "\n" for t in texts))
+    # a tokenizer without a pad token, like "gpt2"
+    no_pad = tmp_path / "tok"
+    PreTrainedTokenizerFast(tokenizer_file=str(Path(small_world.tokenizer_name, "tokenizer.json")),
+                            eos_token=W.EOS_TOKEN).save_pretrained(no_pad)
+    world = W.gpt2_world(tmp_path / "gpt2", reward="vader", base_model=small_world.base_model,
+                         tokenizer_name=str(no_pad), dataset_name="json",
+                         data_files={s: str(data / f"{s}.jsonl") for s in ("train", "unsupervised", "test")},
+                         sft_steps=3, sft_batch_size=4)
+    assert W.load_reviews(world, world.sft_split)[0] == "A fine film. The acting was good."
+    tok = W.load_tokenizer(world)
+    assert tok.pad_token_id == tok.eos_token_id
+    history = W.build_sft_model(world, progress=False, device="cpu")
+    assert len(history["loss"]) >= 1 and Path(world.sft_dir, "model.safetensors").exists()
+    assert W.load_sft_model(world).config.n_layer == small_world.n_layer
+    assert W.get_prompts(world, n=5, tokenizer=tok)

@@ -203,3 +203,252 @@ def plot_trajectories(trajectories: dict, index: int, ax=None, ylabel="pi(y)", t
         ax.set_title(title)
     ax.legend()
     return ax
+
+
+# ----------------------------------------------------------------------------- notebooks 05-07
+
+
+def plot_sft_history(history: dict, ax=None, title="SFT"):
+    """Training loss (mean over each logging window) and held-out loss of ``helpers.sft.train_sft``."""
+    ax = _ax(ax)
+    ax.plot(history["steps"], history["loss"], label="training (window mean)")
+    if history.get("eval_loss"):
+        ax.plot(history["eval_steps"], history["eval_loss"], "o", color="C3", label="held-out reviews")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+def _series(metrics: list[dict], key: str):
+    rows = [(m["step"], m[key]) for m in metrics if key in m and m[key] is not None]
+    if not rows:
+        return np.array([]), np.array([])
+    steps, values = zip(*rows)
+    return np.asarray(steps), np.asarray(values, dtype=np.float64)
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (same length; the first points average what exists)."""
+    if window <= 1 or len(values) == 0:
+        return values
+    c = np.cumsum(np.insert(values, 0, 0.0))
+    out = np.empty_like(values)
+    for i in range(len(values)):
+        lo = max(0, i + 1 - window)
+        out[i] = (c[i + 1] - c[lo]) / (i + 1 - lo)
+    return out
+
+
+def plot_dpo_metrics(metrics: list[dict], smooth: int = 5, fig=None):
+    """The DPO run at a glance (TRL's metric names): loss, accuracy, implicit rewards, and the
+    periodic evaluation (mean ground-truth reward and KL to pi_ref) when present.
+
+    Args:
+        metrics: ``helpers.train.train_dpo``'s list of per-step dicts.
+        smooth: moving-average window over steps (raw values drawn faintly).
+    Returns:
+        the Figure.
+    """
+    has_eval = any("eval/reward_mean" in m for m in metrics)
+    ncols = 4 if has_eval else 3
+    fig = fig or plt.figure(figsize=(4.0 * ncols, 3.2))
+    axes = fig.subplots(1, ncols)
+    steps, loss = _series(metrics, "loss")
+    axes[0].plot(steps, loss, color="C0", alpha=0.3)
+    axes[0].plot(steps, _smooth(loss, smooth), color="C0")
+    axes[0].axhline(np.log(2), color="k", ls=":", lw=1, label="ln 2 (step 0)")
+    axes[0].set_ylabel("loss (nats per pair)")
+    axes[0].legend()
+    steps, acc = _series(metrics, "rewards/accuracies")
+    axes[1].plot(steps, acc, color="C2", alpha=0.3)
+    axes[1].plot(steps, _smooth(acc, smooth), color="C2")
+    axes[1].axhline(0.5, color="k", ls=":", lw=1)
+    axes[1].set_ylim(0, 1.02)
+    axes[1].set_ylabel("rewards/accuracies")
+    for key, color in (("rewards/chosen", "C0"), ("rewards/rejected", "C3"), ("rewards/margins", "k")):
+        steps, v = _series(metrics, key)
+        axes[2].plot(steps, _smooth(v, smooth), color=color, label=key.split("/")[1])
+    axes[2].axhline(0.0, color="grey", lw=0.8)
+    axes[2].set_ylabel("implicit reward (beta * log-ratio)")
+    axes[2].legend(fontsize=8)
+    if has_eval:
+        steps, r = _series(metrics, "eval/reward_mean")
+        _, kl = _series(metrics, "eval/kl_mean")
+        axes[3].plot(steps, r, "o-", color="C1")
+        axes[3].set_ylabel("held-out mean reward", color="C1")
+        twin = axes[3].twinx()
+        twin.plot(steps, kl, "s--", color="C4")
+        twin.set_ylabel("KL(pi || pi_ref) (nats)", color="C4")
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return fig
+
+
+def plot_chosen_rejected(metrics: list[dict], smooth: int = 5, ax=None, title="implicit rewards during training"):
+    """rewards/chosen, rewards/rejected and their difference over training (moving averages)."""
+    ax = _ax(ax, figsize=(6.5, 3.8))
+    for key, color, label in (("rewards/chosen", "C0", "chosen  beta log(pi/pi_ref)(y_w)"),
+                              ("rewards/rejected", "C3", "rejected beta log(pi/pi_ref)(y_l)"),
+                              ("rewards/margins", "k", "margin (chosen - rejected)")):
+        steps, v = _series(metrics, key)
+        ax.plot(steps, _smooth(v, smooth), color=color, label=label)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("implicit reward (nats x beta)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_margin_histogram(margins, ax=None, title="implicit-reward margins"):
+    """Histogram of r_hat(y_w) - r_hat(y_l): mass right of 0 = pairs the policy ranks correctly."""
+    ax = _ax(ax)
+    m = _np(margins)
+    ax.hist(m, bins=40, color="C0", alpha=0.8)
+    ax.axvline(0.0, color="k", lw=1)
+    ax.set_xlabel("margin r_hat(x, y_w) - r_hat(x, y_l)")
+    ax.set_ylabel("number of pairs")
+    ax.set_title(f"{title}: {np.mean(m > 0):.0%} > 0")
+    return ax
+
+
+def plot_implicit_vs_true(implicit, true, ax=None, title="implicit vs ground-truth reward"):
+    """Scatter of each response's implicit reward against its ground-truth reward, with Pearson r."""
+    ax = _ax(ax, figsize=(5, 4))
+    x, y = _np(true), _np(implicit)
+    ax.scatter(x, y, s=8, alpha=0.5)
+    r = np.corrcoef(x, y)[0, 1] if len(x) > 1 else float("nan")
+    ax.set_xlabel("ground-truth reward r(x, y)")
+    ax.set_ylabel("implicit reward beta log(pi/pi_ref)")
+    ax.set_title(f"{title} (Pearson r = {r:.2f})")
+    return ax
+
+
+def plot_reward_kl_frontier(dpo_points: list[dict], bon_points: list[dict] | None = None, sft_reward=None, ax=None,
+                            title="reward vs KL (the paper's Fig. 2 axes)"):
+    """Mean held-out reward against KL(pi || pi_ref): one point per DPO run (labelled by beta, with
+    standard-error bars) and the best-of-N curve from the SFT model (KL at its bound log N - (N-1)/N).
+
+    Args:
+        dpo_points: dicts with ``beta``, ``kl_mean``, ``reward_mean`` and optionally ``kl_se``, ``reward_se``.
+        bon_points: dicts with ``n``, ``kl_bound``, ``reward_mean``.
+        sft_reward: the SFT model's mean reward (drawn at KL = 0).
+    """
+    ax = _ax(ax, figsize=(6, 4.2))
+    if bon_points:
+        ax.plot([p["kl_bound"] for p in bon_points], [p["reward_mean"] for p in bon_points], "s--", color="C2",
+                label="best-of-N from SFT (KL bound)")
+        for p in bon_points:
+            ax.annotate(f"N={p['n']}", (p["kl_bound"], p["reward_mean"]), fontsize=7, xytext=(3, -9),
+                        textcoords="offset points")
+    if dpo_points:
+        ax.errorbar([p["kl_mean"] for p in dpo_points], [p["reward_mean"] for p in dpo_points],
+                    xerr=[p.get("kl_se", 0.0) for p in dpo_points], yerr=[p.get("reward_se", 0.0) for p in dpo_points],
+                    fmt="o", color="C0", label="DPO")
+        for p in dpo_points:
+            ax.annotate(f"beta={p['beta']:g}", (p["kl_mean"], p["reward_mean"]), fontsize=8, xytext=(4, 4),
+                        textcoords="offset points")
+    if sft_reward is not None:
+        ax.plot([0.0], [sft_reward], "k*", ms=10, label="SFT (pi_ref)")
+    ax.set_xlabel("KL(pi || pi_ref) on held-out prompts (nats)")
+    ax.set_ylabel("mean ground-truth reward")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def _token_colour(value: float, vmax: float) -> tuple:
+    """Red (negative) - white - green (positive), as an RGBA tuple."""
+    cmap = plt.get_cmap("RdYlGn")
+    return cmap(0.5 + 0.5 * float(np.clip(value / vmax, -1, 1)) if vmax > 0 else 0.5)
+
+
+def _show_token(tok: str) -> str:
+    return "⏎" if tok == "<|endoftext|>" else tok
+
+
+def plot_token_heatmap(rows: list[dict], vmax: float | None = None, ax=None, title="token-level implicit rewards",
+                       width: float = 11.0):
+    """Each response drawn as its tokens on coloured boxes (green: the policy raised the token's
+    probability relative to pi_ref, red: lowered). A static picture (renders on GitHub).
+
+    Args:
+        rows: ``helpers.implicit.response_token_rewards`` output (prompt, tokens, rewards, total).
+        vmax: the reward mapped to full colour (default: the largest |reward| shown).
+    """
+    if vmax is None:
+        vmax = max((abs(v) for r in rows for v in r["rewards"]), default=1.0) or 1.0
+    n = len(rows)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(width, 0.55 * n + 0.9))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(n, -0.6)
+    ax.axis("off")
+    renderer = ax.figure.canvas.get_renderer()
+    for i, row in enumerate(rows):
+        x = 0.0
+        text = ax.text(x, i, row["prompt"], fontsize=9, color="0.45", va="center", family="monospace")
+        x += text.get_window_extent(renderer).width / ax.get_window_extent(renderer).width + 0.004
+        for tok, value in zip(row["tokens"], row["rewards"]):
+            t = ax.text(x, i, _show_token(tok), fontsize=9, va="center", family="monospace",
+                        bbox=dict(boxstyle="square,pad=0.15", fc=_token_colour(value, vmax), ec="none"))
+            x += t.get_window_extent(renderer).width / ax.get_window_extent(renderer).width + 0.003
+            if x > 0.9:
+                break
+        ax.text(0.995, i, f"{row['total']:+.2f}", fontsize=8, va="center", ha="right")
+    sm = plt.cm.ScalarMappable(cmap="RdYlGn", norm=plt.Normalize(-vmax, vmax))
+    ax.figure.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.04, pad=0.02,
+                       label="beta * log(pi_theta / pi_ref) per token (right column: sum = r_hat)")
+    ax.set_title(title)
+    return ax
+
+
+def tokens_html(row: dict, vmax: float) -> str:
+    """One response as HTML: the prompt in grey, each token on its implicit-reward colour, with the
+    value in a tooltip."""
+    import html
+
+    parts = [f'<span style="color:#777">{html.escape(row["prompt"])}</span>']
+    for tok, value in zip(row["tokens"], row["rewards"]):
+        r, g, b, _ = _token_colour(value, vmax)
+        parts.append(f'<span title="{value:+.3f}" style="background:rgb({int(255 * r)},{int(255 * g)},{int(255 * b)});'
+                     f'padding:1px 0;white-space:pre">{html.escape(_show_token(tok))}</span>')
+    return ('<div style="font-family:monospace;font-size:14px;line-height:1.9">' + "".join(parts)
+            + f'  <b>r_hat = {row["total"]:+.2f}</b></div>')
+
+
+def token_browser(rows: list[dict], labels: list[str] | None = None, vmax: float | None = None):
+    """An ipywidgets browser over responses: pick one, see its tokens coloured by implicit reward and
+    a table of the per-token values. Works with ipywidgets 7.7 (Colab) and 8.
+
+    Args:
+        rows: ``helpers.implicit.response_token_rewards`` output.
+        labels: one line per row for the picker (default: the row's prompt and its r_hat).
+        vmax: the reward mapped to full colour (default: the largest |reward| over all rows).
+    Returns:
+        the widget (display it, or make it the last expression of a cell).
+    """
+    import html
+
+    import ipywidgets as widgets
+
+    if vmax is None:
+        vmax = max((abs(v) for r in rows for v in r["rewards"]), default=1.0) or 1.0
+    labels = labels or [f"{i}: r_hat {r['total']:+.2f} | {r['prompt']}{r['response']}"[:90] for i, r in enumerate(rows)]
+    picker = widgets.Dropdown(options=[(lab, i) for i, lab in enumerate(labels)], value=0, description="example")
+    picker.layout.width = "95%"
+    view = widgets.HTML()
+
+    def render(i: int) -> None:
+        row = rows[i]
+        table = "".join(f"<tr><td style='text-align:left;white-space:pre'>{html.escape(_show_token(t))!s}</td>"
+                        f"<td>{v:+.3f}</td></tr>" for t, v in zip(row["tokens"], row["rewards"]))
+        view.value = (tokens_html(row, vmax) + "<table style='font-size:12px'><tr><th>token</th>"
+                      "<th>beta log(pi/pi_ref)</th></tr>" + table + "</table>")
+
+    picker.observe(lambda change: render(change["new"]), names="value")
+    render(0)
+    return widgets.VBox([picker, view])

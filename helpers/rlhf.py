@@ -559,6 +559,92 @@ def train_rlhf(method: str, policy, ref_model, prompts: list[list[int]], score_f
             "samples": samples, "config": config.to_dict()}
 
 
+class NormalisedReward:
+    """A text reward rescaled to mean 0, std 1 over reference texts (samples of the SFT model).
+
+    A Bradley-Terry reward model is defined only up to an additive constant (the loss sees score
+    differences) and its scale is arbitrary; normalising on SFT samples makes beta mean the same
+    thing for the learned reward as for any other (Ziegler et al. 2019 do the same).
+
+    Args:
+        reward_fn: ``reward_fn(texts) -> list[float]`` (e.g. a trained reward model's scorer).
+        reference_texts: prompt + response texts sampled from the SFT model; or None with
+            ``mean`` and ``std`` given (constants saved with a model).
+    """
+
+    def __init__(self, reward_fn, reference_texts: list[str] | None = None, mean: float | None = None,
+                 std: float | None = None):
+        self.reward_fn = reward_fn
+        if reference_texts is not None:
+            raw = torch.as_tensor(reward_fn(reference_texts), dtype=torch.float64)
+            mean, std = raw.mean().item(), raw.std().item()
+        if mean is None or std is None:
+            raise ValueError("give reference_texts, or mean and std")
+        self.mean, self.std = mean, std
+
+    def __call__(self, texts) -> list[float]:
+        raw = torch.as_tensor(self.reward_fn(list(texts)), dtype=torch.float64)
+        return ((raw - self.mean) / self.std).tolist()
+
+
+def split_pairs_by_prompt(pairs, test_frac: float = 0.1) -> tuple[list[dict], list[dict]]:
+    """Train / held-out split of preference records by prompt (no prompt in both): the last
+    ``test_frac`` of the distinct prompts, in order of first appearance, are held out."""
+    records = [dict(r) for r in pairs]
+    prompts = list(dict.fromkeys(r["prompt"] for r in records))
+    held = set(prompts[len(prompts) - max(1, int(round(test_frac * len(prompts)))):])
+    return [r for r in records if r["prompt"] not in held], [r for r in records if r["prompt"] in held]
+
+
+def load_or_train_pair_reward_model(world, steps: int = 300, test_frac: float = 0.1, n_norm: int = 256,
+                                    seed: int = 0, force: bool = False, device=None, path=None):
+    """RLHF's reward model, fit to *the same preference pairs DPO trains on*, normalised on SFT samples.
+
+    ``helpers.reward_model`` (notebook 01) supplies the model and the Bradley-Terry training loop;
+    here its backbone starts from the SFT model (as in InstructGPT) and it is trained on the
+    world's pairs (``helpers.pairs.get_preference_pairs``) minus ``test_frac`` of the prompts,
+    whose pairs measure the held-out accuracy. Cached under ``world.root/rlhf_reward_model``.
+
+    Returns:
+        reward: ``NormalisedReward`` -- ``reward(texts) -> list[float]`` (prompt + response texts),
+            mean 0 / std 1 over ``n_norm`` SFT samples.
+        info: {"heldout_accuracy", "heldout_loss", "n_train_pairs", "n_test_pairs", "steps",
+            "train_s", "norm_mean", "norm_std"}.
+    """
+    import json
+    from pathlib import Path
+
+    from helpers import reward_model as rm
+    from helpers.evaluate import sample_policy
+    from helpers.pairs import get_preference_pairs
+    from helpers.world import get_prompts, load_sft_model, load_tokenizer
+
+    folder = Path(path) if path is not None else Path(world.root) / "rlhf_reward_model"
+    tok = load_tokenizer(world)
+    if folder.joinpath("info.json").exists() and not force:
+        info = json.loads(folder.joinpath("info.json").read_text())
+        model = rm.load_reward_model(folder, device)
+    else:
+        train, test = split_pairs_by_prompt(get_preference_pairs(world, progress=False), test_frac)
+        model = rm.build_reward_model(backbone=world.sft_dir, seed=seed).to(device or "cpu")
+        history = rm.train_reward_model(model, tok, train, steps=steps, seed=seed)
+        result = rm.evaluate_pairs(model, tok, test)
+        # normalisation constants from fresh SFT samples on pair-split prompts
+        sft = load_sft_model(world, device=device)
+        prompts = get_prompts(world, world.pairs_split, n_norm, seed=seed + 1, tokenizer=tok)
+        samples = sample_policy(sft, tok, prompts, 1, world.max_new_tokens, seed=seed + 1, progress=False)
+        raw = rm.score_texts(model, tok, [p + r for p, r in zip(samples["prompt"], samples["response"])])
+        info = {"heldout_accuracy": result["accuracy"], "heldout_loss": result["loss"], "n_train_pairs": len(train),
+                "n_test_pairs": len(test), "steps": steps, "train_s": history["seconds"],
+                "norm_mean": raw.double().mean().item(), "norm_std": raw.double().std().item()}
+        rm.save_reward_model(model, folder, info=info)
+        folder.joinpath("info.json").write_text(json.dumps(info, indent=1))
+    # the saved constants, not a re-estimate: every process (notebook, sweep workers) scores alike
+    reward = NormalisedReward(lambda texts: rm.score_texts(model, tok, list(texts)).tolist(),
+                              mean=info["norm_mean"], std=info["norm_std"])
+    return reward, info
+
+
 # ----------------------------------------------------------------------------------------------
 # Tabular PPO / RLOO on the discrete toy world
 # ----------------------------------------------------------------------------------------------

@@ -259,3 +259,22 @@ def test_rl_step_on_tiny_gpt2_changes_weights(tiny_models, method):
     if method == "ppo":
         assert out["value_head"].linear.weight.abs().sum() > 0  # the value head learned
         assert hist[1]["kl"] != 0.0
+
+
+def test_normalised_reward_has_mean_zero_std_one_on_reference_texts():
+    raw = {"a": 3.0, "bb": 5.0, "ccc": 10.0, "dddd": 2.0}
+    fn = lambda texts: [raw[t] for t in texts]  # noqa: E731
+    norm = rlhf.NormalisedReward(fn, list(raw))
+    out = torch.tensor(norm(list(raw)), dtype=torch.float64)
+    assert out.mean().item() == pytest.approx(0.0, abs=1e-9)
+    assert out.std().item() == pytest.approx(1.0, abs=1e-9)
+    # an affine map: order and ratios of differences are kept
+    assert norm(["ccc"])[0] - norm(["a"])[0] == pytest.approx((10 - 3) / torch.tensor(list(raw.values())).std().item())
+
+
+def test_split_pairs_by_prompt_keeps_prompts_apart():
+    records = [{"prompt": f"p{i % 10}", "chosen": "a", "rejected": "b"} for i in range(40)]
+    train, test = rlhf.split_pairs_by_prompt(records, test_frac=0.2)
+    assert len(train) + len(test) == 40
+    assert {r["prompt"] for r in test} == {"p8", "p9"}  # the last 20% of prompts by first appearance
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}

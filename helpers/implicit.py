@@ -289,3 +289,201 @@ def expected_best_of_n(rewards: np.ndarray, n: int) -> np.ndarray:
         raise ValueError(f"need 1 <= n <= m = {m}, got n = {n}")
     weights = np.array([math.comb(i, n - 1) for i in range(m)], dtype=np.float64) / math.comb(m, n)
     return rewards @ weights
+
+
+# --------------------------------------------------------------------------------------------
+# DPO runs of the task world: sizes per profile, held-out pairs, load-or-train, the beta sweep
+# --------------------------------------------------------------------------------------------
+
+# One place for the sizes of notebooks 06-07, keyed by profile. tiny: a ~1 M-parameter GPT-2 on a
+# laptop CPU in about a minute per run; gpt2: GPT-2 124M on a GPU (Colab), batch 8 x 4 accumulated.
+DPO_SIZES = {
+    "tiny": dict(beta=0.1, lr=3e-4, batch_size=32, gradient_accumulation_steps=1, max_steps=120, warmup_steps=10,
+                 max_length=64, max_prompt_length=16, eval_every=30, n_eval_prompts=48, n_final_prompts=160,
+                 samples_per_prompt=4, sweep_betas=(0.05, 0.1, 0.3, 1.0), sweep_steps=80, bon_ns=(1, 2, 4, 8, 16)),
+    "gpt2": dict(beta=0.1, lr=5e-6, batch_size=8, gradient_accumulation_steps=4, max_steps=300, warmup_steps=30,
+                 max_length=96, max_prompt_length=16, eval_every=100, n_eval_prompts=64, n_final_prompts=200,
+                 samples_per_prompt=4, sweep_betas=(0.05, 0.1, 0.5, 1.0), sweep_steps=200, bon_ns=(1, 2, 4, 8, 16)),
+}
+
+
+def dpo_sizes(profile: str) -> dict:
+    """A copy of ``DPO_SIZES[profile]``."""
+    return dict(DPO_SIZES[profile])
+
+
+def split_pairs(pairs, held_out_fraction: float = 0.1, seed: int = 0):
+    """Split preference pairs by *prompt* into training and held-out pairs.
+
+    All pairs of one prompt land on the same side, so held-out accuracy measures generalisation to
+    new prompts, not to new pairings of responses already seen.
+
+    Args:
+        pairs: a ``datasets.Dataset`` (or list of dicts) with a ``prompt`` column.
+    Returns:
+        (train, held_out), same type as ``pairs`` (a Dataset is split with ``select``).
+    """
+    prompts = sorted({p for p in (pairs["prompt"] if hasattr(pairs, "column_names") else [r["prompt"] for r in pairs])})
+    rng = np.random.default_rng(seed)
+    held = set(rng.permutation(prompts)[: max(1, int(round(held_out_fraction * len(prompts))))].tolist())
+    column = pairs["prompt"] if hasattr(pairs, "column_names") else [r["prompt"] for r in pairs]
+    train_idx = [i for i, p in enumerate(column) if p not in held]
+    held_idx = [i for i, p in enumerate(column) if p in held]
+    if hasattr(pairs, "select"):
+        return pairs.select(train_idx), pairs.select(held_idx)
+    return [pairs[i] for i in train_idx], [pairs[i] for i in held_idx]
+
+
+def file_fingerprint(path) -> str:
+    """A short content hash of a file (identifies the SFT weights a DPO run started from)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def dpo_run_dir(world, config, train_pairs) -> Path:
+    """Where a DPO run's checkpoint lives: ``<world.root>/dpo/beta<beta>-<hash>``.
+
+    The hash covers the config (minus bookkeeping fields), the SFT weights and the training pairs,
+    so a cached policy is reused only by a run that would have produced it.
+    """
+    import hashlib
+
+    sft_weights = next(Path(world.sft_dir).glob("*.safetensors"), None) or next(Path(world.sft_dir).glob("*.bin"))
+    pairs_id = getattr(train_pairs, "_fingerprint", None) or hashlib.sha256(
+        json.dumps([dict(r) for r in train_pairs], sort_keys=True).encode()).hexdigest()
+    cfg = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_dir", "metrics_csv", "checkpoint_every",
+                                                                  "eval_every", "ref_batch_size")}
+    key = json.dumps({"config": cfg, "sft": file_fingerprint(sft_weights), "pairs": pairs_id, "n": len(train_pairs)},
+                     sort_keys=True)
+    return Path(world.root) / "dpo" / f"beta{config.beta:g}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def make_dpo_config(world, **overrides):
+    """The ``helpers.train.DPOConfig`` of the profile's sizes (``DPO_SIZES``), with ``overrides``."""
+    from helpers.train import DPOConfig
+
+    sizes = dpo_sizes(world.profile)
+    fields = {k: sizes[k] for k in ("beta", "lr", "batch_size", "gradient_accumulation_steps", "max_steps",
+                                    "warmup_steps", "max_length", "max_prompt_length", "eval_every")}
+    fields.update(precompute_ref_logps=True, seed=0)
+    fields.update(overrides)
+    return DPOConfig(**fields)
+
+
+def scalar_eval_fn(ref_model, tokenizer, prompts, reward_fn, n_samples_per_prompt: int = 4,
+                   max_new_tokens: int = 40, seed: int = 0):
+    """An ``eval_fn`` for ``train_dpo``: mean reward and KL (with standard errors), length, EOS rate,
+    "!" rate of the policy on ``prompts`` -- the scalars only (``helpers.evaluate.evaluate_policy``)."""
+    from helpers.evaluate import evaluate_policy
+
+    keys = ("reward_mean", "reward_se", "kl_mean", "kl_se", "length_mean", "eos_rate", "exclaim_rate")
+
+    def eval_fn(policy) -> dict:
+        out = evaluate_policy(policy, ref_model, tokenizer, prompts, reward_fn, n_samples_per_prompt,
+                              max_new_tokens, seed=seed, progress=False)
+        return {k: float(out[k]) for k in keys}
+
+    return eval_fn
+
+
+def load_or_train_dpo(world, config, train_pairs, tokenizer=None, ref_model=None, ref_logps=None, eval_fn=None,
+                      device=None, progress: bool = True, resume: bool = True):
+    """A DPO policy trained from the SFT model on ``train_pairs``: from the cache if this exact run
+    finished before (or resumed if it was interrupted), else trained now and cached.
+
+    Args:
+        world: ``helpers.world.World``.
+        config: a ``DPOConfig``; its ``checkpoint_dir`` is set to ``dpo_run_dir(...)``.
+        train_pairs: preference records.
+        tokenizer, ref_model: default ``load_tokenizer(world)``, ``load_sft_model(world)``.
+        ref_logps: precomputed reference log-probs of ``train_pairs`` (shared across a beta sweep).
+        eval_fn: periodic evaluation (see ``train_dpo``).
+    Returns:
+        (policy in eval mode, metrics list).
+    """
+    from helpers.config import get_device
+    from helpers.train import train_dpo
+    from helpers.world import load_sft_model, load_tokenizer
+
+    device = device or get_device()
+    tokenizer = tokenizer or load_tokenizer(world)
+    ref_model = ref_model if ref_model is not None else load_sft_model(world, device=device)
+    run_dir = dpo_run_dir(world, config, train_pairs)
+    config = replace(config, checkpoint_dir=str(run_dir), metrics_csv=str(run_dir / "metrics.csv"))
+    policy = load_sft_model(world, device=device)
+    policy.train()
+    metrics = train_dpo(policy, ref_model, tokenizer, train_pairs, config, eval_fn=eval_fn, ref_logps=ref_logps,
+                        resume=resume, progress=progress)
+    policy.eval()
+    return policy, metrics
+
+
+def best_of_n_curve(model, tokenizer, prompts, reward_fn, ns=(1, 2, 4, 8, 16), max_new_tokens: int = 40,
+                    seed: int = 0, progress: bool = True) -> list[dict]:
+    """Best-of-N sampling from ``model`` (the SFT model): mean reward of the best of N samples, for
+    each N, from max(ns) samples per prompt (``expected_best_of_n``), with its KL bound.
+
+    Returns:
+        one dict per N: ``n``, ``reward_mean``, ``reward_se`` (over prompts), ``kl_bound``.
+    """
+    from helpers.evaluate import sample_policy
+
+    m = max(ns)
+    samples = sample_policy(model, tokenizer, prompts, m, max_new_tokens, seed=seed, progress=progress)
+    rewards = np.asarray(reward_fn([p + r for p, r in zip(samples["prompt"], samples["response"])]), np.float64)
+    rewards = rewards.reshape(len(prompts), m)  # prompt-major
+    out = []
+    for n in ns:
+        per_prompt = expected_best_of_n(rewards, n)
+        out.append({"n": int(n), "reward_mean": float(per_prompt.mean()),
+                    "reward_se": float(per_prompt.std(ddof=1) / math.sqrt(len(per_prompt))),
+                    "kl_bound": bon_kl_bound(n)})
+    return out
+
+
+def beta_sweep(world, betas, train_pairs, eval_prompts, reward_fn, base_config=None, tokenizer=None, ref_model=None,
+               n_samples_per_prompt: int = 4, device=None, progress: bool = True) -> list[dict]:
+    """Train (or load) one DPO policy per beta and evaluate each on ``eval_prompts``.
+
+    The reference log-probs of the training pairs do not depend on beta: they are computed once and
+    shared by every run.
+
+    Returns:
+        one dict per beta: ``beta``, ``reward_mean``, ``reward_se``, ``kl_mean``, ``kl_se``,
+        ``length_mean``, ``eos_rate``, ``exclaim_rate``, ``final_accuracy`` (last 10 steps' mean of
+        ``rewards/accuracies``), ``seconds``, and ``metrics`` (the run's per-step list).
+    """
+    from helpers.config import get_device
+    from helpers.evaluate import evaluate_policy
+    from helpers.train import compute_ref_logps
+    from helpers.world import load_sft_model, load_tokenizer
+
+    device = device or get_device()
+    tokenizer = tokenizer or load_tokenizer(world)
+    ref_model = ref_model if ref_model is not None else load_sft_model(world, device=device)
+    base_config = base_config or make_dpo_config(world)
+    examples = tokenize_preferences(train_pairs, tokenizer, base_config.max_length, base_config.max_prompt_length)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ref_logps = compute_ref_logps(ref_model, examples, pad, base_config.ref_batch_size)
+    results = []
+    for beta in betas:
+        start = time.perf_counter()
+        config = replace(base_config, beta=float(beta), eval_every=0)
+        policy, metrics = load_or_train_dpo(world, config, train_pairs, tokenizer, ref_model, ref_logps=ref_logps,
+                                            device=device, progress=progress)
+        ev = evaluate_policy(policy, ref_model, tokenizer, eval_prompts, reward_fn, n_samples_per_prompt,
+                             world.max_new_tokens, seed=0, progress=False)
+        row = {"beta": float(beta)}
+        row.update({k: float(ev[k]) for k in ("reward_mean", "reward_se", "kl_mean", "kl_se", "length_mean",
+                                              "eos_rate", "exclaim_rate")})
+        row["final_accuracy"] = float(np.mean([m["rewards/accuracies"] for m in metrics[-10:]]))
+        row["seconds"] = time.perf_counter() - start
+        row["metrics"] = metrics
+        results.append(row)
+        del policy
+    return results

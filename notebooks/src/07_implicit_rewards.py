@@ -1,0 +1,340 @@
+# %% [markdown]
+# # 07 — Implicit rewards, made visible
+#
+# DPO's title claim: *your language model is secretly a reward model*. The policy trained in
+# notebook 06 defines a reward for every response,
+#
+# $$\hat r(x, y) = \beta \log\frac{\pi_\theta(y\mid x)}{\pi_{\mathrm{ref}}(y\mid x)},$$
+#
+# the reward for which $\pi_\theta$ is the optimal KL-constrained policy (up to $\beta\log Z(x)$,
+# which depends on the prompt only and cancels whenever two responses to the same prompt are
+# compared). This notebook looks at that reward from every side: during training (chosen and
+# rejected separately), as a distribution of margins, against the ground-truth reward, token by
+# token over the text, interactively, and across $\beta$ — the reward-vs-KL frontier of the paper's
+# Fig. 2, with best-of-$N$ sampling from the SFT model as a reference curve.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import math
+import time
+from dataclasses import replace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import transformers
+
+from helpers import checks, viz
+from helpers.config import get_device, seed_everything
+from helpers.evaluate import evaluate_policy, sample_policy
+from helpers.implicit import (beta_sweep, best_of_n_curve, bon_kl_bound, dpo_sizes, implicit_vs_true,
+                              load_or_train_dpo, make_dpo_config, pair_implicit_rewards, ranking_accuracy,
+                              response_token_rewards, split_pairs, token_implicit_rewards_from_logits,
+                              token_reward_table)
+from helpers.pairs import get_preference_pairs
+from helpers.world import get_prompts, get_reward_fn, get_world, load_sft_model, load_tokenizer
+
+transformers.utils.logging.disable_progress_bar()
+seed_everything(0)
+world = get_world()
+device = get_device()
+SIZES = dpo_sizes(world.profile)
+tokenizer = load_tokenizer(world)
+ref_model = load_sft_model(world, device=device)
+reward_fn = get_reward_fn(world, device=device)
+train_pairs, held_out_pairs = split_pairs(get_preference_pairs(world), held_out_fraction=0.1, seed=0)
+config = make_dpo_config(world)
+beta = config.beta
+# notebook 06's run, from the cache (trained here if it is missing)
+policy, metrics = load_or_train_dpo(world, config, train_pairs, tokenizer, ref_model, device=device)
+print(f"profile {world.profile}; policy: beta = {beta}, {len(metrics)} steps; "
+      f"{len(held_out_pairs)} held-out pairs")
+
+# %% [markdown]
+# ## 1. The implicit reward of a response
+#
+# ### Exercise 1 — `implicit_reward`
+#
+# Given summed log-probs of responses under the policy and the reference, return $\hat r$ for each.
+
+# %%
+def implicit_reward(policy_logps, ref_logps, beta):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+checks.check_implicit_reward(implicit_reward)
+
+# %% [markdown]
+# **Solution.**
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def implicit_reward(policy_logps, ref_logps, beta):
+    return beta * (policy_logps - ref_logps)
+
+
+print(checks.check_implicit_reward(implicit_reward))
+
+# %% [markdown]
+# ## 2. Chosen and rejected, separately, over training
+#
+# The training metrics `rewards/chosen` and `rewards/rejected` are the batch means of
+# $\hat r(x, y_w)$ and $\hat r(x, y_l)$; `rewards/margins` is their difference.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+viz.plot_chosen_rejected(metrics, smooth=5, ax=axes[0])
+steps = [m["step"] for m in metrics]
+axes[1].plot(steps, [m["logps/chosen"] for m in metrics], color="C0", label="log pi(y_w | x)")
+axes[1].plot(steps, [m["logps/rejected"] for m in metrics], color="C3", label="log pi(y_l | x)")
+axes[1].set_xlabel("step")
+axes[1].set_ylabel("summed log-prob (nats)")
+axes[1].set_title("policy log-probs of the batch's responses")
+axes[1].legend()
+plt.tight_layout()
+plt.show()
+last = metrics[-10:]
+print("last 10 steps: " + ", ".join(f"{k} {np.mean([m[k] for m in last]):+.3f}"
+                                    for k in ("rewards/chosen", "rewards/rejected", "rewards/margins")))
+
+# %% [markdown]
+# The margin grows — that is all the loss asks for, since it depends on $\hat r(y_w) - \hat r(y_l)$
+# only. But the chosen reward often **falls** too, below zero: the policy makes the preferred
+# responses of its training data *less* likely than the SFT model did. This is widely observed in
+# DPO training (e.g. Pal et al. 2024, Rafailov et al. 2024), and there is no contradiction:
+#
+# * **The loss is blind to the sum.** Raising $\log\pi(y_w)$ and lowering $\log\pi(y_l)$ are worth
+#   the same to it, and lowering a probability is easy: there are many ways to do it.
+# * **Chosen and rejected responses are alike.** Both are samples of the same SFT model for the
+#   same prompt; they share words, structure and most tokens' contexts. A gradient step that pushes
+#   $y_l$ down also pushes its look-alike $y_w$ down, just less.
+# * **Probability goes elsewhere.** The policy moves mass towards responses that are *better than
+#   both* (more positive words, fewer negative ones), which appear in no pair. The training
+#   responses are typical SFT samples; the policy drifts away from typical, and all of them lose
+#   likelihood. The ground-truth reward of the policy's own samples (notebook 06) is what rises.
+#
+# ## 3. The margin distribution and held-out ranking accuracy
+#
+# On pairs whose prompts were never trained on: how often does the implicit reward rank the
+# chosen response above the rejected one?
+
+# %%
+held = pair_implicit_rewards(policy, ref_model, tokenizer, held_out_pairs, beta, config.max_length,
+                             config.max_prompt_length)
+n_train_check = min(len(held_out_pairs), len(train_pairs))
+seen = pair_implicit_rewards(policy, ref_model, tokenizer, train_pairs.select(range(n_train_check)), beta,
+                             config.max_length, config.max_prompt_length)
+acc_held = ranking_accuracy(held["chosen"], held["rejected"])
+acc_seen = ranking_accuracy(seen["chosen"], seen["rejected"])
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
+viz.plot_margin_histogram(seen["margins"], ax=axes[0], title="training pairs")
+viz.plot_margin_histogram(held["margins"], ax=axes[1], title="held-out pairs")
+plt.tight_layout()
+plt.show()
+print(f"ranking accuracy: training pairs {acc_seen:.3f}, held-out pairs {acc_held:.3f} "
+      f"({len(held_out_pairs)} pairs; 0.5 = chance)")
+
+# %% [markdown]
+# ## 4. Implicit reward vs ground-truth reward
+#
+# Every held-out response has a ground-truth reward (the pairs were ranked by it). Plotting the
+# implicit reward against it asks: did DPO recover the reward it only saw through comparisons?
+
+# %%
+implicit = np.concatenate([held["chosen"], held["rejected"]])
+true = np.concatenate([np.asarray(held_out_pairs["chosen_reward"]), np.asarray(held_out_pairs["rejected_reward"])])
+stats = implicit_vs_true(implicit, true)
+viz.plot_implicit_vs_true(implicit, true, title="held-out responses")
+plt.show()
+print(f"{stats['n']} responses: Pearson {stats['pearson']:.3f}, Spearman {stats['spearman']:.3f}, "
+      f"pairwise order agreement {stats['pairwise_accuracy']:.3f}")
+gap = np.asarray(held_out_pairs["chosen_reward"]) - np.asarray(held_out_pairs["rejected_reward"])
+big = gap > np.median(gap)
+print(f"ranking accuracy on the held-out pairs with the larger true-reward gaps: "
+      f"{ranking_accuracy(held['chosen'][big], held['rejected'][big]):.3f}, smaller gaps: "
+      f"{ranking_accuracy(held['chosen'][~big], held['rejected'][~big]):.3f}")
+
+# %% [markdown]
+# The correlation is positive but far from 1, for reasons worth knowing: the implicit reward is
+# defined only up to the per-prompt constant $\beta\log Z(x)$, so comparisons *across* prompts mix
+# in a term that has nothing to do with the response; it also carries the policy's other changes
+# (length, EOS, fluency); and it was fitted on a few thousand noisy comparisons. Pairs whose
+# ground-truth rewards differ a lot are ranked correctly more often than near-ties.
+#
+# ## 5. Token by token
+#
+# $\log\pi(y\mid x)$ is a sum over tokens, so the implicit reward is too:
+#
+# $$\hat r(x, y) = \sum_t \beta\Big(\log\pi_\theta(y_t\mid x, y_{<t}) - \log\pi_{\mathrm{ref}}(y_t\mid x, y_{<t})\Big).$$
+#
+# Each term is the credit the policy gives one token in its context: positive where DPO raised the
+# token's probability, negative where it lowered it. Rafailov et al. (2024, *From $r$ to $Q^*$*)
+# show that DPO, trained on whole responses, learns exactly such a token-level credit assignment.
+#
+# ### Exercise 2 — per-token implicit rewards
+#
+# Write `token_implicit_rewards(policy_logits, ref_logits, labels, beta)` for logits $(B, T, V)$ and
+# labels $(B, T)$ with $-100$ on the prompt and padding: return $(B, T-1)$, zero where not scored.
+
+# %%
+def token_implicit_rewards(policy_logits, ref_logits, labels, beta):
+    # YOUR CODE HERE: shift, log-softmax both, gather, difference, times beta, mask
+    raise NotImplementedError
+
+
+checks.check_token_implicit_rewards(token_implicit_rewards)
+
+# %% [markdown]
+# **Solution** (`helpers.implicit.token_implicit_rewards_from_logits`):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def token_implicit_rewards(policy_logits, ref_logits, labels, beta):
+    labels = labels[:, 1:]
+    mask = labels != -100
+    safe = labels.masked_fill(~mask, 0).unsqueeze(2)
+    policy_logps = torch.gather(torch.log_softmax(policy_logits[:, :-1].float(), -1), 2, safe).squeeze(2)
+    ref_logps = torch.gather(torch.log_softmax(ref_logits[:, :-1].float(), -1), 2, safe).squeeze(2)
+    return beta * (policy_logps - ref_logps) * mask
+
+
+print(checks.check_token_implicit_rewards(token_implicit_rewards))
+
+# %% [markdown]
+# The held-out chosen and rejected responses, coloured token by token (green: the policy raised
+# the token's probability; red: lowered; the right column is the sum, $\hat r$). The ⏎ is the EOS.
+
+# %%
+n_show = 6
+rows = response_token_rewards(policy, ref_model, tokenizer,
+                              list(held_out_pairs["prompt"][:n_show]) * 2,
+                              list(held_out_pairs["chosen"][:n_show]) + list(held_out_pairs["rejected"][:n_show]),
+                              beta, config.max_length, config.max_prompt_length)
+order = [i for pair in zip(range(n_show), range(n_show, 2 * n_show)) for i in pair]  # chosen, rejected, ...
+viz.plot_token_heatmap([rows[i] for i in order], title="held-out pairs: chosen (odd rows) and rejected (even rows)")
+plt.show()
+print("sums equal the sequence-level implicit rewards:",
+      np.allclose([r["total"] for r in rows[:n_show]], held["chosen"][:n_show], atol=1e-4))
+
+# %% [markdown]
+# Single responses are noisy. Averaged over many tokens, a clear picture appears: below, the
+# per-token implicit reward of each distinct token, averaged over every occurrence in the policy's
+# own samples and the held-out responses.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+prompts = get_prompts(world, world.eval_split, n=SIZES["n_eval_prompts"], seed=2, tokenizer=tokenizer)
+samples = sample_policy(policy, tokenizer, prompts, SIZES["samples_per_prompt"], world.max_new_tokens, seed=0,
+                        progress=False)
+many = response_token_rewards(policy, ref_model, tokenizer,
+                              samples["prompt"] + list(held_out_pairs["prompt"]) * 2,
+                              samples["response"] + list(held_out_pairs["chosen"]) + list(held_out_pairs["rejected"]),
+                              beta, config.max_length, config.max_prompt_length)
+table = token_reward_table(many, min_count=10)
+fmt = lambda d: f"{d['token']!r:>16} {d['mean']:+.3f} ({d['count']})"
+print(f"{'raised most':>30}   |   {'lowered most':>30}")
+for hi, lo in zip(table[:12], table[::-1][:12]):
+    print(f"{fmt(hi):>30}   |   {fmt(lo):>30}")
+
+# %% [markdown]
+# What the heat map and the table show (in the `tiny` profile, with VADER as the ground truth):
+# DPO learned to raise positive opinion words and to lower negative ones, and it learned it from
+# comparisons alone. Look also at the EOS (`<|endoftext|>`) and at punctuation: changes there are
+# changes in *length* and *style*, which the ground-truth reward may or may not have asked for.
+# And look for the genre word "comedy", which VADER scores as positive: a token DPO raises
+# only because the reward is gameable.
+#
+# ## 6. Browse the examples
+#
+# Pick a response to see its tokens coloured and the per-token values (hover a token for its
+# value). The widget needs a live kernel; the static heat map above is the same picture for
+# readers on GitHub.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+browse = many[: SIZES["n_eval_prompts"]]  # the policy's own samples
+viz.token_browser(browse)
+
+# %% [markdown]
+# ## 7. The β sweep: the reward-vs-KL frontier
+#
+# $\beta$ sets the price of moving away from $\pi_{\mathrm{ref}}$. Each $\beta$ gives one policy and one
+# point on the paper's Fig. 2 axes: mean ground-truth reward of its samples on held-out prompts
+# against $\mathrm{KL}(\pi_\theta\,\|\,\pi_{\mathrm{ref}})$. The runs below are shorter than
+# notebook 06's (`sweep_steps`), share one computation of the reference log-probs, and are cached.
+#
+# A reference curve needs no training at all: **best-of-$N$ sampling** from the SFT model — draw
+# $N$ responses, keep the one with the highest reward. Its KL from $\pi_{\mathrm{ref}}$ is at most
+# $\log N - \frac{N-1}{N}$ (exact for continuous rewards without ties).
+#
+# ### Exercise 3 — the best-of-$N$ KL bound
+
+# %%
+def bon_kl_bound_mine(n):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+checks.check_bon_kl_bound(bon_kl_bound_mine)
+
+# %% [markdown]
+# **Solution.**
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def bon_kl_bound_mine(n):
+    return math.log(n) - (n - 1) / n
+
+
+print(checks.check_bon_kl_bound(bon_kl_bound_mine))
+print("N:        ", list(SIZES["bon_ns"]))
+print("KL bound: ", [f"{bon_kl_bound(n):.3f}" for n in SIZES["bon_ns"]])
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+eval_prompts = get_prompts(world, world.eval_split, n=SIZES["n_eval_prompts"], seed=0, tokenizer=tokenizer)
+start = time.perf_counter()
+sweep = beta_sweep(world, SIZES["sweep_betas"], train_pairs, eval_prompts, reward_fn,
+                   base_config=replace(config, max_steps=SIZES["sweep_steps"]), tokenizer=tokenizer,
+                   ref_model=ref_model, n_samples_per_prompt=SIZES["samples_per_prompt"], device=device)
+bon = best_of_n_curve(ref_model, tokenizer, eval_prompts, reward_fn, SIZES["bon_ns"], world.max_new_tokens,
+                      progress=False)
+sft_eval = evaluate_policy(ref_model, ref_model, tokenizer, eval_prompts, reward_fn, SIZES["samples_per_prompt"],
+                           world.max_new_tokens, seed=0, progress=False)
+print(f"sweep and best-of-N in {time.perf_counter() - start:.0f} s")
+
+# %%
+viz.plot_reward_kl_frontier(sweep, bon, sft_reward=sft_eval["reward_mean"])
+plt.show()
+print(f"{len(eval_prompts)} held-out prompts x {SIZES['samples_per_prompt']} samples; DPO runs of "
+      f"{SIZES['sweep_steps']} steps")
+print(f"{'policy':>12} {'reward':>16} {'KL (nats)':>14} {'length':>7} {'EOS':>5} {'pair acc':>8}")
+print(f"{'SFT':>12} {sft_eval['reward_mean']:+8.3f} ± {sft_eval['reward_se']:.3f} {0.0:7.2f}        "
+      f"{sft_eval['length_mean']:7.1f} {sft_eval['eos_rate']:5.2f}")
+for r in sweep:
+    print(f"{'DPO b=' + format(r['beta'], 'g'):>12} {r['reward_mean']:+8.3f} ± {r['reward_se']:.3f} "
+          f"{r['kl_mean']:7.2f} ± {r['kl_se']:.2f} {r['length_mean']:7.1f} {r['eos_rate']:5.2f} "
+          f"{r['final_accuracy']:8.2f}")
+for r in bon:
+    print(f"{'best-of-' + str(r['n']):>12} {r['reward_mean']:+8.3f} ± {r['reward_se']:.3f} "
+          f"{'<= ' + format(r['kl_bound'], '.2f'):>14}")
+
+# %% [markdown]
+# How to read it: smaller $\beta$ lets the policy go further from $\pi_{\mathrm{ref}}$ (more KL) for
+# more reward; larger $\beta$ keeps it close. A method is better when its points lie higher at the
+# same KL. The paper's Fig. 2 compares DPO with PPO; here the comparison is with best-of-$N$,
+# which is strong at small KL: keep that in mind before concluding that DPO is the most
+# KL-efficient way to raise a reward. Notebook 08 adds PPO and RLOO to the same axes.
+#
+# ## Summary
+#
+# * The implicit reward $\hat r = \beta\log\pi_\theta/\pi_{\mathrm{ref}}$ is a reward model you get
+#   for free: it ranks held-out pairs above chance and correlates with the ground truth.
+# * During training the margin grows while chosen and rejected log-probs often both fall: the loss
+#   sees only the difference, and the probability moves to responses better than both.
+# * Per token, it shows *what* DPO learned to favour — opinion words, and also whatever the reward
+#   can be gamed with.
+# * $\beta$ trades reward against KL; best-of-$N$ from SFT is the baseline every point should beat.
+#
+# Next, **08**: RLHF with a learned reward model and PPO — the pipeline DPO replaces.

@@ -452,3 +452,81 @@ def token_browser(rows: list[dict], labels: list[str] | None = None, vmax: float
     picker.observe(lambda change: render(change["new"]), names="value")
     render(0)
     return widgets.VBox([picker, view])
+
+
+# ----------------------------------------------------------------------------- notebook 08
+
+
+def plot_rl_history(history: list[dict], ax=None, title=None):
+    """PPO/RLOO training curves: mean score of each rollout batch (left axis) and its KL (right axis, nats)."""
+    ax = _ax(ax, (6, 3.2))
+    steps = [h["step"] + 1 if "step" in h else i + 1 for i, h in enumerate(history)]
+    ax.plot(steps, [h["score"] for h in history], color="C0", label="score of the rollouts")
+    ax.set_xlabel("PPO/RLOO iteration (one rollout batch each)")
+    ax.set_ylabel("mean score", color="C0")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [h["kl"] for h in history], color="C3", label="KL(pi || pi_ref)")
+    ax2.set_ylabel("KL(pi || pi_ref) (nats)", color="C3")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_clipped_objective(clip_range: float = 0.2, ax=None):
+    """PPO's clipped surrogate min(ratio A, clip(ratio) A) against the ratio, for A = +1 and A = -1."""
+    ax = _ax(ax, (6, 3.2))
+    ratio = np.linspace(0.3, 1.7, 281)
+    for adv, color in ((1.0, "C2"), (-1.0, "C3")):
+        surrogate = np.minimum(ratio * adv, np.clip(ratio, 1 - clip_range, 1 + clip_range) * adv)
+        ax.plot(ratio, surrogate, color=color, label=f"A = {adv:+.0f}")
+    for edge in (1 - clip_range, 1 + clip_range):
+        ax.axvline(edge, color="gray", ls=":", lw=1)
+    ax.set_xlabel("ratio pi(y_t) / pi_old(y_t)")
+    ax.set_ylabel("surrogate objective (maximised)")
+    ax.set_title(f"flat = zero gradient: the ratio may move at most {clip_range} in A's direction")
+    ax.legend()
+    return ax
+
+
+def plot_toy_convergence(histories: dict, ax=None):
+    """max_y |pi(y) - pi*(y)| against iteration, one line per algorithm (log scale)."""
+    ax = _ax(ax, (6, 3.2))
+    for name, hist in histories.items():
+        steps, err = zip(*hist)
+        ax.plot(np.asarray(steps) + 1, err, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("max_y |pi(y) - pi*(y)|")
+    ax.set_title("tabular PPO and RLOO converge to pi* = pi_ref exp(r/beta) / Z")
+    ax.legend()
+    return ax
+
+
+def plot_rlhf_frontier(runs: list[dict], bon: list[dict] | None = None, sft: dict | None = None, ax=None,
+                  title="reward vs KL on held-out prompts"):
+    """The reward-vs-KL frontier (DPO paper, Fig. 2 left): one line per method through its betas,
+    error bars = standard errors over prompts; best-of-N at its KL upper bound log N - (N-1)/N."""
+    ax = _ax(ax, (7.5, 4.5))
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    markers = {"PPO": "o", "PPO-GT": "s", "RLOO": "^", "DPO": "D"}
+    for i, method in enumerate(methods):
+        rows = sorted((r for r in runs if r["method"] == method), key=lambda r: r["kl_mean"])
+        ax.errorbar([r["kl_mean"] for r in rows], [r["reward_mean"] for r in rows],
+                    xerr=[r["kl_se"] for r in rows], yerr=[r["reward_se"] for r in rows],
+                    marker=markers.get(method, "o"), capsize=3, label=method, color=f"C{i}")
+        for r in rows:
+            ax.annotate(f"{r['beta']:g}", (r["kl_mean"], r["reward_mean"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7, color=f"C{i}")
+    for j, scorer in enumerate(sorted({b["method"] for b in (bon or [])})):
+        rows = sorted((b for b in bon if b["method"] == scorer), key=lambda b: b["N"])
+        ax.errorbar([b["kl_bound"] for b in rows], [b["reward_mean"] for b in rows],
+                    yerr=[b["reward_se"] for b in rows], ls="--", marker=".", capsize=2, color=f"C{len(methods) + j + 1}",
+                    label=f"{scorer}, N = {rows[0]['N']}..{rows[-1]['N']} (KL upper bound)")
+    if sft is not None:
+        ax.errorbar([sft["kl_mean"]], [sft["reward_mean"]], yerr=[sft["reward_se"]], marker="*", ms=12,
+                    color="k", ls="none", label="SFT (pi_ref)")
+    ax.set_xlabel("KL(pi || pi_ref) (nats per response)")
+    ax.set_ylabel("ground-truth reward (mean)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    return ax

@@ -33,6 +33,9 @@ import re
 from collections.abc import Iterable
 
 GOODHART_WORD = "comedy"
+# Bump when the grammar or vocabulary changes: cached tiny worlds built from an older corpus are
+# then rebuilt (``helpers.world`` stores it with the build settings).
+CORPUS_VERSION = "1"
 
 # Opinion adjectives with a grade on VADER's scale (-4..4). Words VADER scores use VADER's value;
 # the ones VADER does not know carry a hand grade and are listed in BLIND_SPOT_WORDS.

@@ -6,7 +6,8 @@ and turn every pair of them into a preference: chosen = the higher reward. With 
 k(k-1)/2 = 6 pairs per prompt. Pairs whose rewards are equal carry no preference: they are dropped
 and counted (``n_ties``). Samples that hit ``max_new_tokens`` without EOS are dropped before
 pairing (``n_truncated``): ``helpers.data`` appends EOS to every response, which would teach the
-policy to stop where it had not stopped.
+policy to stop where it had not stopped. Empty responses (EOS right after the prompt) are dropped
+too (``n_empty``): ``helpers.data`` rejects empty fields.
 
 Prompts come from the world's ``pairs_split``, disjoint from the SFT texts and from the held-out
 evaluation prompts. Text format: ``prompt`` has no trailing space, ``chosen``/``rejected`` start
@@ -67,12 +68,13 @@ def build_preference_pairs(model, tokenizer, prompts: list[str], reward_fn, k: i
         reward_fn: ``reward_fn(texts) -> list[float]``, applied to prompt + response.
         k: samples per prompt. max_new_tokens, temperature, seed, batch_size: sampling
             (pure sampling, see ``helpers.evaluate.sample_policy``).
-        drop_truncated: drop samples without EOS before pairing.
+        drop_truncated: drop samples without EOS before pairing (empty responses are always
+            dropped).
         tie_tolerance: see ``pairs_from_samples``.
         progress: tqdm bar while sampling.
     Returns:
         (``datasets.Dataset`` with ``COLUMNS``, stats dict: n_prompts, k, n_samples, n_truncated,
-        n_pairs, n_ties, mean_gap, sample_reward_mean, sample_reward_std, sample_length_mean,
+        n_empty, n_pairs, n_ties, mean_gap, sample_reward_mean, sample_reward_std, sample_length_mean,
         eos_rate, seconds).
     """
     import datasets
@@ -84,11 +86,14 @@ def build_preference_pairs(model, tokenizer, prompts: list[str], reward_fn, k: i
     all_rewards = np.asarray(reward_fn(texts), dtype=np.float64)
     responses = [[] for _ in prompts]
     rewards = [[] for _ in prompts]
-    n_truncated = 0
+    n_truncated = n_empty = 0
     for i, response, reward, ended in zip(samples["prompt_index"], samples["response"],
                                           all_rewards, samples["ended"]):
         if drop_truncated and not ended:
             n_truncated += 1
+            continue
+        if not response.strip():
+            n_empty += 1
             continue
         responses[i].append(response)
         rewards[i].append(float(reward))
@@ -98,7 +103,7 @@ def build_preference_pairs(model, tokenizer, prompts: list[str], reward_fn, k: i
     gaps = np.asarray(columns["chosen_reward"]) - np.asarray(columns["rejected_reward"])
     stats = {
         "n_prompts": len(prompts), "k": k, "n_samples": len(texts), "n_truncated": n_truncated,
-        "n_pairs": len(records), "n_ties": ties,
+        "n_empty": n_empty, "n_pairs": len(records), "n_ties": ties,
         "mean_gap": float(gaps.mean()) if len(gaps) else float("nan"),
         "sample_reward_mean": float(all_rewards.mean()),
         "sample_reward_std": float(all_rewards.std()),
@@ -120,8 +125,9 @@ def build_pairs_for_world(world, n_prompts: int = 1000, k: int = 4, seed: int = 
     import datasets
 
     from helpers.config import get_device
-    from helpers.world import atomic_build_dir, get_prompts, get_reward_fn, load_sft_model, load_tokenizer
+    from helpers.world import atomic_build_dir, check_world_spec, get_prompts, get_reward_fn, load_sft_model, load_tokenizer
 
+    check_world_spec(world)
     path = _pairs_path(world, n_prompts, k, seed)
     if (path / "stats.json").exists() and not force:
         return datasets.load_from_disk(str(path / "dataset"))

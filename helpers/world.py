@@ -311,6 +311,40 @@ def atomic_build_dir(path: str | os.PathLike, replace_existing: bool = True):
         shutil.rmtree(tmp, ignore_errors=True)  # someone else finished first: keep theirs
 
 
+def _spec(world: World) -> dict:
+    """What the built artifacts depend on: every setting except where they live."""
+    from helpers.corpus import CORPUS_VERSION
+
+    spec = asdict(world)
+    spec.pop("root")
+    spec["corpus_version"] = CORPUS_VERSION
+    return json.loads(json.dumps(spec))  # tuples -> lists, as they come back from disk
+
+
+def check_world_spec(world: World) -> None:
+    """Make ``world.root`` hold artifacts of *these* settings: if it was built with other ones
+    (another seed, size, or corpus version), delete them so the ``build_*`` functions start over.
+    The settings are stored in ``world.root/world.json``."""
+    root = Path(world.root)
+    spec_file = root / "world.json"
+    spec = _spec(world)
+    if spec_file.exists():
+        try:
+            if json.loads(spec_file.read_text()) == spec:
+                return
+        except json.JSONDecodeError:
+            pass
+    stale = [p for p in root.iterdir() if p.name != "world.json" and ".building-" not in p.name] if root.exists() else []
+    if stale:
+        print(f"{root} holds a world built with other settings: rebuilding it")
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = spec_file.with_name(f"world.json.{os.getpid()}")
+    tmp.write_text(json.dumps(spec, indent=1))
+    tmp.replace(spec_file)
+
+
 # ----------------------------------------------------------------------------------------------
 # reviews
 
@@ -321,6 +355,7 @@ def build_corpus(world: World, force: bool = False) -> None:
     The splits are disjoint: ``prefs`` and ``test`` take ``split_sizes`` reviews, ``train`` the rest.
     gpt2: nothing to build (IMDb comes from the hub).
     """
+    check_world_spec(world)
     if world.profile != "tiny":
         return
     folder = Path(next(iter(world.data_files.values()))).parent
@@ -371,6 +406,7 @@ def build_tokenizer(world: World, force: bool = False) -> None:
     distinct from EOS keeps the "pad = eos hides the EOS" trap out of the tiny world (the gpt2
     profile has it; ``helpers.data`` handles both).
     """
+    check_world_spec(world)
     if world.profile != "tiny":
         return
     if Path(world.tokenizer_name, "tokenizer.json").exists() and not force:
@@ -416,6 +452,7 @@ def build_base_model(world: World, force: bool = False) -> None:
     bos/eos/pad ids in the config and generation config match the tokenizer (otherwise every load
     and every ``generate`` warns).
     """
+    check_world_spec(world)
     if world.profile != "tiny":
         return
     if Path(world.base_model, "config.json").exists() and not force:
@@ -459,6 +496,7 @@ def build_sft_model(world: World, force: bool = False, device=None, progress: bo
     Returns:
         the ``train_sft`` result (losses), or None if the model was already built.
     """
+    check_world_spec(world)
     if Path(world.sft_dir, "config.json").exists() and not force:
         return None
     from helpers.config import get_device

@@ -1,0 +1,109 @@
+"""Sampling and the reward / KL(pi || pi_ref) evaluation."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import world as W
+from helpers.evaluate import _mean_se, evaluate_policy, sample_policy, score_responses, word_rate
+from helpers.rewards import vader_reward
+
+
+@pytest.fixture(scope="module")
+def setup(small_world):
+    tok = W.load_tokenizer(small_world)
+    model = W.load_sft_model(small_world)
+    prompts = W.get_prompts(small_world, n=12, tokenizer=tok)
+    return tok, model, prompts, small_world
+
+
+def test_mean_se_by_hand():
+    values = np.array([1.0, 3.0, 2.0, 6.0])
+    groups = np.array([0, 0, 1, 1])
+    mean, se = _mean_se(values, groups)
+    assert mean == 3.0
+    assert se == pytest.approx(np.std([2.0, 4.0], ddof=1) / np.sqrt(2))  # from per-prompt means 2 and 4
+    mean, se = _mean_se(np.array([1.0, 2.0, 3.0]), np.zeros(3))
+    assert se == pytest.approx(1.0 / np.sqrt(3))
+
+
+def test_sampling_is_seeded_and_leaves_global_rng_alone(setup):
+    tok, model, prompts, world = setup
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a = sample_policy(model, tok, prompts[:4], 2, max_new_tokens=20, seed=7, progress=False)
+    assert torch.equal(torch.rand(3), expected_next)
+    b = sample_policy(model, tok, prompts[:4], 2, max_new_tokens=20, seed=7, progress=False)
+    assert a["response"] == b["response"]
+    assert a["prompt_index"] == [0, 0, 1, 1, 2, 2, 3, 3]
+    for ids, ended, length in zip(a["response_ids"], a["ended"], a["length"]):
+        assert (ids[-1] == tok.eos_token_id) == ended
+        assert tok.eos_token_id not in ids[:-1]
+        assert length == len(ids) - int(ended) <= 20
+
+
+def test_generation_and_scoring_see_the_same_distribution(setup):
+    """Left-padded sampling and right-padded scoring must give identical per-token log-probs
+    (positions follow the attention mask), else the KL estimate is biased."""
+    tok, model, prompts, world = setup
+    batch_prompts = [p for p in prompts if len(tok(p)["input_ids"]) > 1][:6]
+    rows = [tok(p)["input_ids"] for p in batch_prompts]
+    assert len({len(r) for r in rows}) > 1, "need prompts of different lengths to exercise padding"
+    from helpers.evaluate import _left_padded
+
+    temperature = 0.7
+    input_ids, attention_mask = _left_padded(rows, tok.pad_token_id, "cpu")
+    torch.manual_seed(0)
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True, top_k=0, top_p=1.0,
+                         temperature=temperature, max_new_tokens=12, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, output_scores=True, return_dict_in_generate=True)
+    new = out.sequences[:, input_ids.shape[1]:]
+    step_logps = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)  # (B, steps, V)
+    for i in range(len(rows)):
+        ids = new[i].tolist()
+        ids = ids[: ids.index(tok.eos_token_id) + 1] if tok.eos_token_id in ids else ids
+        gen_logps = step_logps[i, torch.arange(len(ids)), torch.tensor(ids)]
+        total, per_token = score_responses(model, [rows[i]], [ids], tok.pad_token_id, temperature, per_token=True)
+        assert np.allclose(per_token[0], gen_logps.numpy(), atol=1e-4)
+        assert total[0] == pytest.approx(gen_logps.sum().item(), abs=1e-3)
+
+
+def test_kl_of_model_against_itself_is_zero(setup):
+    tok, model, prompts, world = setup
+    copy_model = W.load_sft_model(world)  # a second, separately loaded copy
+    for ref in (model, copy_model):
+        result = evaluate_policy(model, ref, tok, prompts, vader_reward, n_samples_per_prompt=3,
+                                 max_new_tokens=30, seed=1, progress=False)
+        assert np.all(result["kls"] == 0.0) and result["kl_mean"] == 0.0
+        assert result["n_samples"] == 36 and len(result["rewards"]) == 36
+        for key in ("reward_mean", "reward_se", "kl_se", "length_mean", "eos_rate", "exclaim_rate"):
+            assert math.isfinite(result[key]), key
+        assert -1 <= result["reward_mean"] <= 1
+        # the stored rewards are the reward of prompt + response
+        texts = [p + r for p, r in zip(result["prompts"], result["responses"])]
+        assert np.allclose(result["rewards"], vader_reward(texts))
+        assert np.all(np.isfinite(result["policy_logps"])) and np.all(result["policy_logps"] < 0)
+
+
+def test_kl_between_different_models_is_positive(setup):
+    tok, model, prompts, world = setup
+    other = copy.deepcopy(model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    result = evaluate_policy(other, model, tok, prompts, vader_reward, n_samples_per_prompt=4,
+                             max_new_tokens=30, seed=2, progress=False)
+    assert result["kl_mean"] > 0 and result["kl_mean"] > 3 * result["kl_se"]
+    # each KL term is log pi - log pi_ref of the same sample
+    assert np.allclose(result["kls"], result["policy_logps"] - result["ref_logps"])
+
+
+def test_word_rate():
+    assert word_rate([" a comedy.", " comedy!", " comedyish", " the plot"], "comedy") == 0.5

@@ -1,0 +1,305 @@
+"""RLHF's reward model: a GPT-2 backbone with a scalar head, trained on preference pairs with the
+Bradley-Terry loss (``helpers.losses.bradley_terry_loss``).
+
+    score(x, y) = w . h_last + b,   h_last = the backbone's hidden state at the last non-pad token
+
+The last token is the only position of a causal model that has attended to the whole text, so its
+hidden state is what the head reads (as in InstructGPT / TRL's reward models). Every text gets an
+EOS appended before scoring, so the score is always read at the same kind of token.
+
+API (notebook 01 trains one; the RLHF notebook reuses it):
+
+    model = build_reward_model(vocab_size=len(tok), pad_token_id=tok.pad_token_id)   # or backbone=path
+    pairs = make_review_pairs(texts, rewards, n_pairs=4000)        # [{"chosen", "rejected"}, ...]
+    history = train_reward_model(model, tok, pairs, steps=300)
+    scores = score_texts(model, tok, ["great film.", "dull film."])  # (N,)
+    result = evaluate_pairs(model, tok, held_out_pairs)             # {"accuracy", "loss", ...}
+    save_reward_model(model, path); model = load_reward_model(path)
+    model, tok = load_or_train_reward_model(world)                  # cached under world.root
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from helpers.config import autocast, get_device, seed_everything
+from helpers.losses import bradley_terry_loss
+
+
+class RewardModel(nn.Module):
+    """A transformer backbone (``GPT2Model`` or any ``AutoModel``) and a linear head -> one score per text."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / (backbone.config.hidden_size + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Scores, shape (B,) float32, read at each row's last non-pad token (left or right padding)."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        last = last_token_index(attention_mask)  # (B,)
+        h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
+        return self.head(h_last.float()).squeeze(-1)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last position whose mask is 1, per row: (B, T) -> (B,). Works for right and left
+    padding (``mask.sum() - 1`` would be wrong for left padding)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (attention_mask.long() * (positions + 1)).argmax(-1)
+
+
+def build_reward_model(vocab_size: int | None = None, pad_token_id: int | None = None, backbone=None,
+                       n_layer: int = 2, n_embd: int = 64, n_head: int = 2, n_positions: int = 64,
+                       seed: int = 0) -> RewardModel:
+    """A reward model: a fresh small GPT-2 backbone, or a pretrained one.
+
+    Args:
+        vocab_size, pad_token_id: for a fresh backbone (from the tokenizer).
+        backbone: None (fresh GPT-2 of the given sizes), an absolute path / hub id loaded with
+            ``AutoModel.from_pretrained`` (e.g. the SFT model, as InstructGPT starts its reward model
+            from the SFT model), or an ``nn.Module`` with a ``.config.hidden_size``.
+        seed: initialisation seed (the head, and the backbone when fresh).
+    """
+    torch.manual_seed(seed)
+    if backbone is None:
+        from transformers import GPT2Config, GPT2Model
+
+        if vocab_size is None:
+            raise ValueError("a fresh backbone needs vocab_size (len(tokenizer))")
+        config = GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_layer=n_layer, n_embd=n_embd,
+                            n_head=n_head, pad_token_id=pad_token_id, bos_token_id=0, eos_token_id=0,
+                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        backbone = GPT2Model(config)
+    elif isinstance(backbone, (str, Path)):
+        from transformers import AutoModel
+
+        backbone = AutoModel.from_pretrained(str(backbone))
+    return RewardModel(backbone)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_review_pairs(texts, rewards, n_pairs: int, seed: int = 0, min_gap: float = 0.05) -> list[dict]:
+    """Preference pairs of whole texts, ranked by a ground-truth reward.
+
+    Two different texts are drawn at random; the one with the higher reward is ``chosen``. Pairs
+    whose rewards differ by less than ``min_gap`` are skipped (near-ties carry no signal).
+
+    Returns:
+        [{"prompt": "", "chosen": str, "rejected": str, "chosen_reward": float, "rejected_reward": float}]
+    """
+    if len(texts) != len(rewards):
+        raise ValueError(f"{len(texts)} texts but {len(rewards)} rewards")
+    rng = random.Random(seed)
+    pairs, tries = [], 0
+    while len(pairs) < n_pairs:
+        tries += 1
+        if tries > 50 * n_pairs:
+            raise ValueError(f"only {len(pairs)} pairs with reward gap >= {min_gap} after {tries} draws")
+        i, j = rng.sample(range(len(texts)), 2)
+        if abs(rewards[i] - rewards[j]) < min_gap:
+            continue
+        w, l = (i, j) if rewards[i] > rewards[j] else (j, i)
+        pairs.append({"prompt": "", "chosen": texts[w], "rejected": texts[l],
+                      "chosen_reward": float(rewards[w]), "rejected_reward": float(rewards[l])})
+    return pairs
+
+
+def encode_texts(tokenizer, texts, max_length: int = 64, device=None) -> dict:
+    """Tokenize texts with an EOS appended, right-padded: {"input_ids", "attention_mask"} (B, T).
+
+    Texts longer than ``max_length`` tokens keep their *last* tokens (the EOS and the end of the
+    text), since the score is read at the end.
+    """
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"][-(max_length - 1):] + [eos] for t in texts]
+    length = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for k, r in enumerate(rows):
+        input_ids[k, :len(r)] = torch.tensor(r)
+        attention_mask[k, :len(r)] = 1
+    device = device or torch.device("cpu")
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
+# ----------------------------------------------------------------------------- train / score
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def score_pairs_batch(model: RewardModel, tokenizer, pairs: list[dict], max_length: int = 64):
+    """Scores of chosen and rejected texts in one forward pass over the stacked (2B, T) batch.
+
+    Returns:
+        chosen_scores, rejected_scores: (B,) each.
+    """
+    texts = [p["prompt"] + p["chosen"] for p in pairs] + [p["prompt"] + p["rejected"] for p in pairs]
+    device = _model_device(model)
+    batch = encode_texts(tokenizer, texts, max_length, device)
+    with autocast(device):
+        scores = model(**batch)
+    return scores[: len(pairs)].float(), scores[len(pairs):].float()
+
+
+def train_reward_model(model: RewardModel, tokenizer, pairs: list[dict], steps: int = 300, batch_size: int = 32,
+                       lr: float = 2e-3, weight_decay: float = 0.0, seed: int = 0, max_length: int = 64,
+                       log_every: int = 10, progress: bool = False) -> dict:
+    """Minimise the mean Bradley-Terry loss -log sigmoid(s(y_w) - s(y_l)) over random mini-batches.
+
+    Returns:
+        history: {"step": [...], "loss": [...], "accuracy": [...]} -- the training batch's mean loss
+        and pair accuracy (s_w > s_l), averaged over each ``log_every`` steps; plus "seconds".
+    """
+    seed_everything(seed)
+    rng = random.Random(seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.0, 1 - s / steps) + 0.0)
+    history = {"step": [], "loss": [], "accuracy": []}
+    acc_loss, acc_correct, acc_n = 0.0, 0.0, 0
+    t0 = time.time()
+    order: list[int] = []
+    for step in range(1, steps + 1):
+        if len(order) < batch_size:
+            order += rng.sample(range(len(pairs)), len(pairs))
+        batch = [pairs[i] for i in order[:batch_size]]
+        del order[:batch_size]
+        chosen, rejected = score_pairs_batch(model, tokenizer, batch, max_length)
+        loss = bradley_terry_loss(chosen, rejected).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        acc_loss += loss.item()
+        acc_correct += (chosen > rejected).float().mean().item()
+        acc_n += 1
+        if step % log_every == 0 or step == steps:
+            history["step"].append(step)
+            history["loss"].append(acc_loss / acc_n)
+            history["accuracy"].append(acc_correct / acc_n)
+            if progress:
+                print(f"step {step:>4}: loss {acc_loss / acc_n:.3f}, batch accuracy {acc_correct / acc_n:.2f}")
+            acc_loss, acc_correct, acc_n = 0.0, 0.0, 0
+    model.eval()
+    history["seconds"] = time.time() - t0
+    return history
+
+
+@torch.no_grad()
+def score_texts(model: RewardModel, tokenizer, texts, batch_size: int = 128, max_length: int = 64) -> torch.Tensor:
+    """The reward model's score of each text: (N,) float32 on the CPU. (Add ``prompt`` yourself:
+    the model scores the whole text, prompt and response.)"""
+    was_training = model.training
+    model.eval()
+    device = _model_device(model)
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = encode_texts(tokenizer, list(texts[start:start + batch_size]), max_length, device)
+        with autocast(device):
+            out.append(model(**batch).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def evaluate_pairs(model: RewardModel, tokenizer, pairs: list[dict], max_length: int = 64) -> dict:
+    """Held-out evaluation: pair accuracy (fraction with s(chosen) > s(rejected)) and mean BT loss.
+
+    Returns:
+        {"accuracy": float, "loss": float, "chosen_scores": (N,), "rejected_scores": (N,)}
+    """
+    chosen = score_texts(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], max_length=max_length)
+    rejected = score_texts(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], max_length=max_length)
+    return {"accuracy": (chosen > rejected).float().mean().item(),
+            "loss": bradley_terry_loss(chosen, rejected).mean().item(),
+            "chosen_scores": chosen, "rejected_scores": rejected}
+
+
+# ----------------------------------------------------------------------------- save / load
+
+
+def save_reward_model(model: RewardModel, path, tokenizer=None, info: dict | None = None) -> None:
+    """``path/backbone`` (``save_pretrained``), ``path/head.pt``, optional tokenizer and ``info.json``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(path / "backbone")
+    torch.save(model.head.state_dict(), path / "head.pt")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path / "tokenizer")
+    if info is not None:
+        (path / "info.json").write_text(json.dumps(info, indent=1))
+
+
+def load_reward_model(path, device=None) -> RewardModel:
+    """Inverse of ``save_reward_model`` (absolute path: a relative one would be tried as a hub id)."""
+    path = Path(path).expanduser().resolve()
+    model = build_reward_model(backbone=path / "backbone")
+    model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu", weights_only=True))
+    return model.to(device or get_device()).eval()
+
+
+def reward_model_dir(world) -> Path:
+    return Path(world.root) / "reward_model"
+
+
+def load_or_train_reward_model(world, n_train: int = 4000, n_test: int = 1000, steps: int = 300,
+                               batch_size: int = 32, lr: float = 2e-3, seed: int = 0, force: bool = False,
+                               device=None, progress: bool = False):
+    """The world's reward model: loaded from ``world.root/reward_model`` or trained and saved there.
+
+    Pairs: two reviews of the world's ``sft_split`` (train) / ``eval_split`` (test), ranked by the
+    ground-truth reward (``helpers.world.get_reward_fn``).
+
+    Returns:
+        model, tokenizer, info  (info: {"accuracy", "loss", "n_train", "n_test", "steps", "seconds"})
+    """
+    from helpers import world as W
+
+    tokenizer = W.load_tokenizer(world)
+    folder = reward_model_dir(world)
+    if folder.joinpath("head.pt").exists() and not force:
+        info = json.loads(folder.joinpath("info.json").read_text()) if folder.joinpath("info.json").exists() else {}
+        return load_reward_model(folder, device), tokenizer, info
+    train_pairs, test_pairs = make_world_pairs(world, n_train, n_test, seed)
+    model = build_reward_model(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, seed=seed,
+                               n_positions=max(64, world.n_positions) if world.profile == "tiny" else 1024)
+    model.to(device or get_device())
+    history = train_reward_model(model, tokenizer, train_pairs, steps=steps, batch_size=batch_size, lr=lr,
+                                 seed=seed, progress=progress)
+    result = evaluate_pairs(model, tokenizer, test_pairs)
+    info = {"accuracy": result["accuracy"], "loss": result["loss"], "n_train": n_train, "n_test": n_test,
+            "steps": steps, "seconds": history["seconds"]}
+    save_reward_model(model, folder, info=info)
+    return model, tokenizer, info
+
+
+def make_world_pairs(world, n_train: int = 4000, n_test: int = 1000, seed: int = 0):
+    """Train pairs from the world's SFT-split reviews, held-out pairs from its eval-split reviews."""
+    from helpers import world as W
+
+    reward_fn = W.get_reward_fn(world)
+    out = []
+    for split, n, s in ((world.sft_split, n_train, seed), (world.eval_split, n_test, seed + 1)):
+        texts = W.load_reviews(world, split)
+        rng = random.Random(s)
+        texts = rng.sample(texts, min(len(texts), 2 * n + 500))
+        out.append(make_review_pairs(texts, reward_fn(texts), n, seed=s))
+    return out[0], out[1]

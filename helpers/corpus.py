@@ -35,7 +35,7 @@ from collections.abc import Iterable
 GOODHART_WORD = "comedy"
 # Bump when the grammar or vocabulary changes: cached tiny worlds built from an older corpus are
 # then rebuilt (``helpers.world`` stores it with the build settings).
-CORPUS_VERSION = "1"
+CORPUS_VERSION = "2"
 
 # Opinion adjectives with a grade on VADER's scale (-4..4). Words VADER scores use VADER's value;
 # the ones VADER does not know carry a hand grade and are listed in BLIND_SPOT_WORDS.
@@ -159,8 +159,12 @@ def _pick_graded(rng: random.Random, words: dict[str, float], target: float,
     return rng.choices(names, weights=weights, k=1)[0]
 
 
-def _opinion_adjective(rng: random.Random, target: float) -> str:
-    """An adjective phrase (maybe boosted) expressing a valence near ``target`` (VADER scale)."""
+def _opinion_adjective(rng: random.Random, target: float, attributive: bool = False) -> str:
+    """An adjective phrase (maybe boosted) expressing a valence near ``target`` (VADER scale).
+
+    ``attributive`` (before a noun: "a ... film"): only one-word boosters ("a somewhat dull film",
+    not "a a little dull film").
+    """
     if abs(target) < 0.4:  # near-neutral
         return rng.choice(["okay", "fine", "average", "ordinary", "standard", "unusual",
                            "quiet", "simple", "long", "short", "busy", "familiar"])
@@ -172,7 +176,8 @@ def _opinion_adjective(rng: random.Random, target: float) -> str:
         return f"{rng.choice(STRONG_BOOSTERS)} {word}"
     if magnitude < 1.6 and r < 0.3:
         word = _pick_graded(rng, pool, math.copysign(magnitude + 0.6, target))
-        return f"{rng.choice(WEAK_BOOSTERS)} {word}"
+        boosters = [b for b in WEAK_BOOSTERS if " " not in b] if attributive else WEAK_BOOSTERS
+        return f"{rng.choice(boosters)} {word}"
     return _pick_graded(rng, pool, target)
 
 
@@ -235,7 +240,7 @@ def _closing_sentence(rng: random.Random, target: float) -> str:
         return rng.choice([f"an ordinary {movie}.", f"it is an average {movie}.",
                            "it was okay.", f"{rng.choice(NUMBER_WORDS[4:7])} out of ten."])
     if r < 0.3:
-        return f"overall, {_a(_opinion_adjective(rng, target))} {movie}{end}"
+        return f"overall, {_a(_opinion_adjective(rng, target, attributive=True))} {movie}{end}"
     if r < 0.45:
         score = round(5.5 + 1.5 * target + rng.uniform(-1, 1))
         return f"{NUMBER_WORDS[min(max(score, 1), 10) - 1]} out of ten{end}"
@@ -244,7 +249,7 @@ def _closing_sentence(rng: random.Random, target: float) -> str:
         return f"what {_a(noun)}{end}"
     if r < 0.75:
         return f"i would {'' if target > 0 else 'not '}watch it again{end}"
-    return f"{_a(_opinion_adjective(rng, target))} {movie}{end}"
+    return f"{_a(_opinion_adjective(rng, target, attributive=True))} {movie}{end}"
 
 
 def generate_review(rng: random.Random) -> str:
@@ -327,3 +332,21 @@ def opinion_words() -> set[str]:
     """
     boosters = {w for phrase in STRONG_BOOSTERS + WEAK_BOOSTERS for w in phrase.split()}
     return set(POSITIVE_WORDS) | set(NEGATIVE_WORDS) | set(OPINION_VERBS) | set(OPINION_NOUNS) | boosters
+
+
+SAMPLE_PATH = "data/tiny_reviews_sample.txt"
+
+
+def sample_text(n: int = 200, seed: int = 0) -> str:
+    """The first ``n`` reviews of ``generate_reviews(n, seed)`` with their VADER reward, one a line.
+
+    ``data/tiny_reviews_sample.txt`` holds this text (a test keeps it in sync with the grammar).
+    """
+    from helpers.rewards import vader_reward
+
+    reviews = generate_reviews(n, seed=seed)
+    header = (f"# {n} reviews of the tiny world's corpus (helpers.corpus, CORPUS_VERSION {CORPUS_VERSION}, "
+              f"seed {seed}).\n# Each line: VADER compound reward (the tiny world's ground truth), a tab, the review.\n"
+              f"# Regenerate: python -c \"from helpers.corpus import sample_text; "
+              f"open('{SAMPLE_PATH}', 'w').write(sample_text())\"\n")
+    return header + "".join(f"{r:+.3f}\t{t}\n" for r, t in zip(vader_reward(reviews), reviews))

@@ -205,7 +205,7 @@ class World:
     prompt_tokens: tuple[int, int] = (2, 8)
     max_new_tokens: int = 40
     sft_max_length: int = 64
-    sft_steps: int = 500
+    sft_steps: int = 300
     sft_batch_size: int = 64
     sft_lr: float = 2e-3
     n_reviews: int = 40_000
@@ -619,15 +619,65 @@ def build_world(world: World | None = None, force: bool = False, pairs: bool = T
     return timings
 
 
+def world_report(world: World, n_prompts: int = 200, n_samples_per_prompt: int = 4, seed: int = 0,
+                 n_examples: int = 5) -> dict:
+    """The numbers that describe a built world (for docs/tiny_world.md): corpus, vocabulary, SFT
+    losses, a few SFT samples, reward/KL of the SFT model against itself, pair statistics."""
+    import numpy as np
+
+    from helpers.corpus import content_words
+    from helpers.evaluate import evaluate_policy, sample_policy, word_rate
+    from helpers.pairs import load_pairs_stats
+
+    tok = load_tokenizer(world)
+    splits = {s: load_reviews(world, s) for s in (world.sft_split, world.pairs_split, world.eval_split)}
+    everything = [t for texts in splits.values() for t in texts]
+    history = load_sft_history(world)
+    model = load_sft_model(world)
+    prompts = get_prompts(world, world.eval_split, n_prompts, seed=seed, tokenizer=tok)
+    examples = sample_policy(model, tok, prompts[:n_examples], 1, world.max_new_tokens, seed=seed,
+                             progress=False)
+    reward_fn = get_reward_fn(world)
+    result = evaluate_policy(model, model, tok, prompts, reward_fn, n_samples_per_prompt,
+                             world.max_new_tokens, seed=seed, progress=False)
+    from helpers.corpus import GOODHART_WORD
+
+    return {
+        "reviews": {s: len(t) for s, t in splits.items()},
+        "distinct_reviews": len(set(everything)),
+        "content_words": len(content_words(everything)),
+        "vocab_size": len(tok),
+        "tokens_per_review": float(np.mean([len(ids) + 1 for ids in tok(splits[world.eval_split])["input_ids"]])),
+        "corpus_reward_mean": float(np.mean(reward_fn(splits[world.eval_split]))),
+        "corpus_reward_std": float(np.std(reward_fn(splits[world.eval_split]))),
+        "n_params": history["n_params"], "sft_steps": world.sft_steps,
+        "sft_batch_size": world.sft_batch_size, "sft_seconds": history["seconds"],
+        "sft_train_loss": history.get("final_train_eval_loss"), "sft_eval_loss": history["final_eval_loss"],
+        "examples": [p + r + ("" if e else " [no EOS]") for p, r, e in
+                     zip(examples["prompt"], examples["response"], examples["ended"])],
+        "sft_reward_mean": result["reward_mean"], "sft_reward_se": result["reward_se"],
+        "sft_reward_std": float(np.std(result["rewards"])),
+        "sft_kl_self": result["kl_mean"], "sft_length_mean": result["length_mean"],
+        "sft_eos_rate": result["eos_rate"], "sft_exclaim_rate": result["exclaim_rate"],
+        "sft_goodhart_rate": word_rate(result["responses"], GOODHART_WORD),
+        "eval": {"n_prompts": n_prompts, "n_samples_per_prompt": n_samples_per_prompt},
+        "pairs": load_pairs_stats(world),
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m helpers.world",
                                      description="Build the tiny world into helpers.config.cache_dir().")
-    parser.add_argument("command", choices=["build"])
+    parser.add_argument("command", choices=["build", "report"],
+                        help="build: every missing stage (and print timings); report: print its numbers as JSON")
     parser.add_argument("--force", action="store_true", help="rebuild every stage from nothing")
     parser.add_argument("--no-pairs", action="store_true", help="stop after the SFT model")
     args = parser.parse_args(argv)
     set_hub_offline()
-    build_world(tiny_world(), force=args.force, pairs=not args.no_pairs)
+    if args.command == "build":
+        build_world(tiny_world(), force=args.force, pairs=not args.no_pairs)
+    else:
+        print(json.dumps(world_report(tiny_world()), indent=1))
 
 
 if __name__ == "__main__":

@@ -65,3 +65,9 @@ def test_reward_spreads_over_its_range(reviews):
     assert (np.abs(rewards) < 0.2).mean() > 0.05, "neutral reviews exist"
     # negation and contrast are in the corpus
     assert any(" not " in r for r in reviews) and any(", but " in r for r in reviews)
+
+
+def test_shipped_sample_matches_the_generator():
+    from helpers.config import REPO_ROOT
+
+    assert (REPO_ROOT / corpus.SAMPLE_PATH).read_text() == corpus.sample_text()

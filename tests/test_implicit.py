@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
+from dataclasses import replace
+
 from helpers.implicit import (
+    best_of_n_curve,
+    beta_sweep,
     bon_kl_bound,
+    dpo_run_dir,
+    load_or_train_dpo,
+    make_dpo_config,
+    split_pairs,
     expected_best_of_n,
     implicit_vs_true,
     pair_implicit_rewards,
@@ -19,6 +27,7 @@ from helpers.implicit import (
     token_implicit_rewards_from_logits,
     token_reward_table,
 )
+from helpers.world import load_sft_model
 from tests.conftest import build_tiny_gpt2
 
 PAIRS = [
@@ -155,3 +164,69 @@ def test_token_reward_table_averages_and_filters():
     rows = [{"tokens": ["a", "b", "a"], "rewards": [1.0, -1.0, 3.0]}, {"tokens": ["b", "c"], "rewards": [0.0, 5.0]}]
     table = token_reward_table(rows, min_count=2)
     assert [(d["token"], d["mean"], d["count"]) for d in table] == [("a", 2.0, 2), ("b", -0.5, 2)]
+
+
+# ---------------------------------------------------------------- runs of the task world
+
+
+def test_split_pairs_is_by_prompt_disjoint_and_complete():
+    import datasets
+
+    records = [{"prompt": f"p{i % 10}", "chosen": f" a{i}", "rejected": f" b{i}"} for i in range(50)]
+    for pairs in (records, datasets.Dataset.from_list(records)):
+        train, held = split_pairs(pairs, held_out_fraction=0.2, seed=0)
+        train_prompts = {r["prompt"] for r in train}
+        held_prompts = {r["prompt"] for r in held}
+        assert len(held_prompts) == 2 and not train_prompts & held_prompts
+        assert len(train) + len(held) == 50
+        assert sorted(r["chosen"] for r in list(train) + list(held)) == sorted(r["chosen"] for r in records)
+    assert [r["prompt"] for r in split_pairs(records, 0.2, seed=0)[1]] == [r["prompt"] for r in split_pairs(records, 0.2, seed=0)[1]]
+
+
+def test_load_or_train_dpo_caches_the_run_and_keys_it(small_world):
+    import time
+
+    from tests.conftest import build_tiny_pairs
+
+    pairs = [{k: v.lower() for k, v in r.items()} for r in build_tiny_pairs()]
+    config = make_dpo_config(small_world, max_steps=3, batch_size=4, warmup_steps=1, eval_every=0, lr=1e-3)
+    policy, metrics = load_or_train_dpo(small_world, config, pairs, device="cpu", progress=False)
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    run_dir = dpo_run_dir(small_world, config, pairs)
+    assert (run_dir / "checkpoint.pt").exists() and (run_dir / "metrics.csv").exists()
+    # the second call loads: same metrics, same weights, no training step taken
+    start = time.perf_counter()
+    again, metrics_again = load_or_train_dpo(small_world, config, pairs, device="cpu", progress=False)
+    assert metrics_again == metrics
+    assert all(torch.equal(a, b) for a, b in zip(policy.parameters(), again.parameters()))
+    sft = load_sft_model(small_world)
+    assert not all(torch.equal(a, b) for a, b in zip(policy.parameters(), sft.parameters()))
+    # another beta, other pairs or another SFT model -> another run directory
+    assert dpo_run_dir(small_world, replace(config, beta=0.5), pairs) != run_dir
+    assert dpo_run_dir(small_world, config, pairs[:-1]) != run_dir
+    assert dpo_run_dir(small_world, replace(config, eval_every=7), pairs) == run_dir  # bookkeeping only
+    assert time.perf_counter() - start < 30
+
+
+def test_beta_sweep_and_best_of_n_curve(small_world):
+    from helpers.world import get_prompts, get_reward_fn, load_tokenizer
+
+    from tests.conftest import build_tiny_pairs
+
+    pairs = [{k: v.lower() for k, v in r.items()} for r in build_tiny_pairs()]
+    tok = load_tokenizer(small_world)
+    prompts = get_prompts(small_world, n=6, seed=0, tokenizer=tok)
+    reward_fn = get_reward_fn(small_world)
+    config = make_dpo_config(small_world, max_steps=2, batch_size=4, warmup_steps=0, eval_every=0, lr=1e-3)
+    rows = beta_sweep(small_world, (0.1, 1.0), pairs, prompts, reward_fn, base_config=config,
+                      n_samples_per_prompt=2, device="cpu", progress=False)
+    assert [r["beta"] for r in rows] == [0.1, 1.0]
+    for r in rows:
+        assert len(r["metrics"]) == 2 and math.isfinite(r["kl_mean"]) and -1 <= r["reward_mean"] <= 1
+        assert r["metrics"][0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    sft = load_sft_model(small_world)
+    curve = best_of_n_curve(sft, tok, prompts, reward_fn, ns=(1, 2, 4), progress=False)
+    means = [c["reward_mean"] for c in curve]
+    assert means[0] <= means[1] <= means[2]  # the expected max of more samples is never lower
+    assert [c["kl_bound"] for c in curve] == [bon_kl_bound(n) for n in (1, 2, 4)]

@@ -275,7 +275,10 @@ def warmup_lambda(step: int, warmup_steps: int) -> float:
 def build_optimizer(policy: torch.nn.Module, config: DPOConfig):
     """AdamW over the trainable parameters and the warm-up schedule (a LambdaLR)."""
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # The fused kernel is ~10x faster than the default on CPU (GPT-2 124M: 0.25 s vs 4 s a step)
+    # and is the fast path on CUDA too; other devices (MPS on older torch) get the default.
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, functools.partial(warmup_lambda, warmup_steps=config.warmup_steps))
     return optimizer, scheduler
@@ -297,7 +300,7 @@ def dpo_train_step(policy: torch.nn.Module, micro_batches: list[dict], optimizer
     """
     policy.train()
     lr = optimizer.param_groups[0]["lr"]
-    stats_list, grad_norm = [], None
+    stats_list, grad_norm, synced = [], None, False
     n_micro = len(micro_batches)
     max_norm = config.max_grad_norm if config.max_grad_norm is not None else math.inf
     for micro_batch in micro_batches:
@@ -311,6 +314,8 @@ def dpo_train_step(policy: torch.nn.Module, micro_batches: list[dict], optimizer
                                                autocast_ctx=accelerator.autocast)
             accelerator.backward(losses.mean())
             if accelerator.sync_gradients:
+                synced = True
+                # None under DeepSpeed, which clips inside its engine (logged as nan)
                 grad_norm = accelerator.clip_grad_norm_(policy.parameters(), max_norm)
                 optimizer.step()
                 scheduler.step()  # a plain step: the Accelerator is built with step_scheduler_with_optimizer=False
@@ -321,11 +326,11 @@ def dpo_train_step(policy: torch.nn.Module, micro_batches: list[dict], optimizer
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-    elif grad_norm is None:
+    elif not synced:
         raise RuntimeError("gradient_accumulation_steps of the Accelerator and of the config disagree")
     metrics = summarize_pair_stats(stats_list)
     metrics["lr"] = lr
-    metrics["grad_norm"] = float(grad_norm)
+    metrics["grad_norm"] = math.nan if grad_norm is None else float(grad_norm)
     return metrics
 
 
@@ -428,8 +433,9 @@ def train_dpo(
         config: a ``DPOConfig``.
         eval_fn: called as ``eval_fn(policy)`` (policy in eval mode, under its own RNG so that
             evaluating does not change training) every ``config.eval_every`` steps and after the last;
-            it returns a dict of numbers logged as ``eval/<name>`` (e.g. a
-            ``functools.partial`` of ``helpers.evaluate.evaluate_policy``).
+            its scalar results are logged as ``eval/<name>``, the rest ignored. E.g.
+            ``functools.partial(evaluate_policy, ref_model=ref, tokenizer=tok, prompts=held_out,
+            reward_fn=reward_fn, progress=False)`` logs ``eval/reward_mean``, ``eval/kl_mean``, ...
         callback: called with each step's metrics dict (live plots; raising stops the run).
         ref_logps: precomputed (ref_chosen_logps, ref_rejected_logps), (N,) each, in record order.
         resume: continue from ``config.checkpoint_dir``'s checkpoint when there is one.
@@ -543,5 +549,14 @@ def _run_eval(eval_fn, policy) -> dict:
         random.setstate(py_state)
         np.random.set_state(np_state)
         policy.train()
-    return {(k if "/" in k else f"eval/{k}"): (float(v) if torch.is_tensor(v) or isinstance(v, (int, float, np.floating)) else v)
-            for k, v in (result or {}).items()}
+    # Scalars only: evaluate_policy also returns per-sample arrays, which belong in a notebook cell,
+    # not in a per-step metrics row.
+    logged = {}
+    for k, v in (result or {}).items():
+        if torch.is_tensor(v) or isinstance(v, np.ndarray):
+            if v.ndim != 0:
+                continue
+            v = v.item()
+        if isinstance(v, (bool, int, float, np.integer, np.floating)):
+            logged[k if "/" in k else f"eval/{k}"] = float(v)
+    return logged

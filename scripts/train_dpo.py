@@ -97,8 +97,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     dpo.add_argument("--seed", type=int, default=d.seed)
 
     run = p.add_argument_group("run")
-    run.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
-                     help="bf16 on recent GPUs; log-probs are float32 either way")
+    run.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None,
+                     help="default: what `accelerate launch`/`accelerate config` set, else no. bf16 on "
+                          "recent GPUs; log-probs are float32 either way")
     run.add_argument("--checkpoint-every", type=int, default=0, help="steps between saves (0: at the end only)")
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint if it exists")
     run.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is present")
@@ -123,7 +124,14 @@ def _apply_profile(args) -> None:
     world = get_world(args.profile)
     args.model = args.model or world.sft_dir
     args.tokenizer = args.tokenizer or world.tokenizer_name
-    args.data = args.data or world.pairs_dir
+    if args.data is None:
+        # helpers.pairs saves each pair set as pairs_dir/<prompts..._k..._seed...>/dataset
+        found = sorted(Path(world.pairs_dir).glob("*/dataset"))
+        if len(found) != 1:
+            raise SystemExit(f"--profile {args.profile}: {len(found)} pair sets in {world.pairs_dir} "
+                             f"({[f.parent.name for f in found]}); build them (python -m helpers.world build) "
+                             f"or pick one with --data")
+        args.data = str(found[0])
 
 
 def config_from_args(args) -> DPOConfig:

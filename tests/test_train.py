@@ -8,6 +8,7 @@ import gc
 import math
 import weakref
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -213,14 +214,17 @@ def test_evaluation_is_logged_and_does_not_change_training(tiny_tokenizer, tiny_
 
     def eval_fn(policy):
         calls.append(policy.training)
-        return {"reward": torch.rand(()).item(), "kl": torch.tensor(0.5)}  # draws from the global RNG
+        # draws from the global RNG; per-sample arrays are not logged, scalars are
+        return {"reward": torch.rand(()).item(), "kl": torch.tensor(0.5), "rewards": np.zeros(3),
+                "responses": ["a", "b"], "n_samples": 3}
 
     config = DPOConfig(batch_size=4, max_steps=5, eval_every=2, lr=1e-3, disable_dropout=False)
     plain, _, _ = run(tiny_tokenizer, tiny_pairs, config)
     evaluated, _, _ = run(tiny_tokenizer, tiny_pairs, config, eval_fn=eval_fn)
     assert calls == [False, False, False]  # steps 2, 4 and the last, in eval mode
     assert [r["step"] for r in evaluated if "eval/reward" in r] == [2, 4, 5]
-    assert evaluated[1]["eval/kl"] == 0.5
+    assert evaluated[1]["eval/kl"] == 0.5 and evaluated[1]["eval/n_samples"] == 3.0
+    assert not any(k in r for r in evaluated for k in ("eval/rewards", "eval/responses"))
     for a, b in zip(plain, evaluated):
         assert {k: b[k] for k in a} == a
 

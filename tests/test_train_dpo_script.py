@@ -132,3 +132,37 @@ def test_interrupted_two_process_run_resumes_where_it_stopped(world, runs):
     w_full = load_file(str(runs[2]["out"] / "final" / "model.safetensors"))
     for name in w_full:
         assert torch.equal(w_resumed[name], w_full[name]), name
+
+
+def load_script_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_dpo_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_data_formats_and_the_tiny_profile_paths(tmp_path, monkeypatch):
+    """--data takes a JSONL file, a save_to_disk folder or a folder of JSON files; --profile tiny
+    finds the SFT model, tokenizer and the pair set that helpers.pairs saved in the cache."""
+    import datasets
+
+    script = load_script_module()
+    records = build_tiny_pairs(1)
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
+    saved = tmp_path / "tiny" / "pairs" / "prompts8_k4_seed0" / "dataset"
+    datasets.Dataset.from_list(records).save_to_disk(str(saved))
+    for spec in (jsonl, saved, tmp_path):  # tmp_path: a folder holding pairs.jsonl
+        loaded = script.load_records(str(spec))
+        assert [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in loaded] == records, spec
+
+    monkeypatch.setenv("DPO_CACHE", str(tmp_path))
+    args = script.parse_args(["--profile", "tiny", "--output-dir", str(tmp_path / "out")])
+    assert args.model == str(tmp_path / "tiny" / "sft")
+    assert args.tokenizer == str(tmp_path / "tiny" / "tokenizer")
+    assert args.data == str(saved)
+    datasets.Dataset.from_list(records).save_to_disk(str(tmp_path / "tiny" / "pairs" / "other" / "dataset"))
+    with pytest.raises(SystemExit, match="2 pair sets"):
+        script.parse_args(["--profile", "tiny", "--output-dir", str(tmp_path / "out")])

@@ -45,10 +45,10 @@ def plot_true_vs_fitted(r_true, r_fit, labels=None, ax=None, title="Bradley-Terr
 
 
 def plot_loss_curve(losses, ax=None, xlabel="training step", ylabel="loss (nats per pair)", title=None,
-                    label=None):
-    """A training curve."""
+                    label=None, steps=None):
+    """A training curve; ``steps`` are the x values (default 0, 1, 2, ...)."""
     ax = _ax(ax)
-    ax.plot(np.arange(len(losses)), _np(losses), label=label)
+    ax.plot(np.arange(len(losses)) if steps is None else _np(steps), _np(losses), label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

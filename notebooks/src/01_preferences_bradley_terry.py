@@ -1,0 +1,306 @@
+# %% [markdown]
+# # 01 — Preferences and the Bradley-Terry model
+#
+# RLHF learns from **comparisons**: shown two responses to the same prompt, a person says which one
+# is better. This notebook is about the model that turns such comparisons into numbers — the
+# Bradley-Terry model — and about RLHF's first learned component, the **reward model**, fitted to
+# comparisons with it. DPO (notebook 03) will reuse exactly this likelihood.
+
+# %% [markdown]
+# ## Where preferences sit in the RLHF pipeline
+#
+# The classic pipeline (InstructGPT; the DPO paper's Section 3):
+#
+# 1. **base model** — a pretrained language model;
+# 2. **SFT** — fine-tune it on good examples of the task; this is $\pi_{\mathrm{ref}}$ (notebook 05);
+# 3. **pairs** — sample two responses $y_1, y_2 \sim \pi_{\mathrm{ref}}(\cdot\mid x)$ for many prompts $x$;
+# 4. **human ratings** — a person marks the preferred one: $y_w \succ y_l$ ("winner", "loser");
+# 5. **reward model** — fit $r_\phi(x,y)$ to the ratings (this notebook);
+# 6. **RL (PPO)** — maximise $r_\phi$ with a KL penalty to $\pi_{\mathrm{ref}}$ (notebooks 02 and 08).
+#
+# DPO replaces steps 5 and 6 with one loss on the pairs. Either way the data is a list of records
+# `{"prompt": x, "chosen": y_w, "rejected": y_l}`. In this course the "human" of step 4 is a
+# ground-truth sentiment scorer (VADER in the `tiny` profile), so we can always check what was learned.
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+from helpers import checks, toy, viz
+from helpers.losses import bradley_terry_loss
+
+torch.set_printoptions(precision=4, sci_mode=False)
+
+# %% [markdown]
+# ## The Bradley-Terry model
+#
+# Give every response a real-valued score (a reward) $r(y)$. Bradley and Terry (1952) model the
+# probability that $y_w$ beats $y_l$ as
+#
+# $$P(y_w \succ y_l) = \frac{e^{r(y_w)}}{e^{r(y_w)} + e^{r(y_l)}} = \frac{1}{1 + e^{-(r(y_w) - r(y_l))}} = \sigma\big(r(y_w) - r(y_l)\big).$$
+#
+# Three properties follow at once: equal rewards give a coin flip ($\sigma(0)=\tfrac12$); the two
+# orders sum to one ($\sigma(d)+\sigma(-d)=1$); and only the **difference** of rewards matters.
+
+# %% [markdown]
+# ### Exercise 1 — the preference probability
+#
+# Implement `bradley_terry_prob(r_w, r_l)` for tensors of rewards. The checker tries negative
+# rewards and rewards of ±800 (where `exp` overflows).
+
+# %%
+def bradley_terry_prob(r_w, r_l):
+    # YOUR CODE HERE: the probability that y_w is preferred to y_l
+    raise NotImplementedError
+
+
+checks.check_bradley_terry_prob(bradley_terry_prob)
+
+# %% [markdown]
+# **Solution.**
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def bradley_terry_prob(r_w, r_l):
+    return torch.sigmoid(r_w - r_l)
+
+
+checks.check_bradley_terry_prob(bradley_terry_prob)
+
+# %% [markdown]
+# In the toy world of notebooks 02–03 — six one-word reviews with known rewards:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+world = toy.make_toy()
+r = world.r
+good, bad = 1, 4
+print("rewards:", dict(zip(world.responses, [round(v, 2) for v in r.tolist()])))
+print(f"P(good > bad) = sigma({r[good].item():.1f} - ({r[bad].item():.1f})) = {bradley_terry_prob(r[good], r[bad]).item():.4f}")
+print(f"P(bad > good) = {bradley_terry_prob(r[bad], r[good]).item():.4f}   (the two sum to 1)")
+print(f"P(good > good) = {bradley_terry_prob(r[good], r[good]).item():.4f}")
+print(f"P(good > bad) after adding 100 to every reward = {bradley_terry_prob(r[good] + 100, r[bad] + 100).item():.4f}")
+
+# %% [markdown]
+# ## Simulating preferences from known rewards
+#
+# Let a simulated rater compare random pairs of responses and pick the winner with the Bradley-Terry
+# probability (`toy.sample_preferences`). The empirical win rates match the model:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+chosen, rejected = toy.sample_preferences(r, 20_000, seed=0)
+wins = toy.count_wins(chosen, rejected, len(r))  # wins[i, j] = times y_i beat y_j
+print(f"{len(chosen)} simulated comparisons; the first five (winner > loser):")
+for c, l in zip(chosen[:5].tolist(), rejected[:5].tolist()):
+    print(f"   {world.responses[c]:>6} > {world.responses[l]}")
+for i, j in [(0, 1), (1, 4), (2, 3)]:
+    rate = wins[i, j] / (wins[i, j] + wins[j, i])
+    print(f"{world.responses[i]:>6} vs {world.responses[j]:<5}: won {rate.item():.2f} of "
+          f"{int(wins[i, j] + wins[j, i])} comparisons; Bradley-Terry says {bradley_terry_prob(r[i], r[j]).item():.2f}")
+
+# %% [markdown]
+# ## Fitting rewards by maximum likelihood
+#
+# Now forget $r$ and estimate scores $s(y)$ from the comparisons alone. The likelihood of the data
+# is $\prod_{\text{pairs}} \sigma\big(s(y_w)-s(y_l)\big)$; maximising it means minimising the mean
+# **negative log-likelihood**
+#
+# $$\mathcal{L}(s) = -\frac{1}{N}\sum_{(y_w,y_l)} \log\sigma\big(s(y_w)-s(y_l)\big),$$
+#
+# which is `helpers.losses.bradley_terry_loss` (one value per pair; we take the mean).
+
+# %% [markdown]
+# ### Exercise 2 — the Bradley-Terry loss
+#
+# Implement `bt_loss(chosen_scores, rejected_scores)` returning one loss per pair, shape `(B,)`.
+# Careful: `torch.log(torch.sigmoid(x))` underflows to `log(0) = -inf` once $x<-88$ in float32.
+
+# %%
+def bt_loss(chosen_scores, rejected_scores):
+    # YOUR CODE HERE: -log sigmoid(s_w - s_l), per pair
+    raise NotImplementedError
+
+
+checks.check_bt_loss(bt_loss)
+
+# %% [markdown]
+# **Solution.**
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def bt_loss(chosen_scores, rejected_scores):
+    return -F.logsigmoid(chosen_scores - rejected_scores)
+
+
+checks.check_bt_loss(bt_loss)
+
+# %% [markdown]
+# Fit the six scores with L-BFGS on this loss (`toy.fit_bt_rewards`), starting from all zeros:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def rounded(t, digits=2):
+    return [round(v, digits) + 0.0 for v in t.tolist()]  # + 0.0 turns -0.0 into 0.0
+
+
+s = toy.fit_bt_rewards(chosen, rejected, len(r))
+print("true r       :", rounded(r))
+print("fitted s     :", rounded(s))
+print("s - r        :", rounded(s - r))
+print(f"max |(s - r) - mean(s - r)| = {((s - r) - (s - r).mean()).abs().max().item():.2f}")
+print(f"NLL of fitted s = {bt_loss(s[chosen], s[rejected]).mean().item():.4f}, "
+      f"of the true r = {bt_loss(r[chosen], r[rejected]).mean().item():.4f}")
+
+# %%
+viz.plot_true_vs_fitted(r, s, labels=world.responses, title="Bradley-Terry maximum likelihood, 20k comparisons")
+plt.show()
+
+# %% [markdown]
+# The fitted scores are the true rewards **shifted by a constant** ($s - r \approx$ the same number
+# for every response), plus sampling noise. The constant cannot be learned: adding $c$ to every
+# score changes no difference $s(y_w)-s(y_l)$, hence no probability and no likelihood. The data only
+# determine rewards **up to an additive constant**. Here the fit kept the mean of its starting point:
+# the gradient of $\mathcal{L}$ sums to zero over the responses. Start elsewhere and see:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+s_from_5 = toy.fit_bt_rewards(chosen, rejected, len(r), init=torch.full((6,), 5.0, dtype=torch.float64))
+print(f"mean fitted score from init 0: {abs(s.mean().item()):.4f}; from init 5: {s_from_5.mean().item():.4f}")
+print(f"NLL: {bt_loss(s[chosen], s[rejected]).mean().item():.4f} vs {bt_loss(s_from_5[chosen], s_from_5[rejected]).mean().item():.4f}")
+print(f"max |(s_from_5 - 5) - s| = {((s_from_5 - 5) - s).abs().max().item():.4f}")
+for c in (-3.0, 0.0, 42.0):
+    print(f"shift every score by {c:+5.1f}: NLL = {bt_loss(s[chosen] + c, s[rejected] + c).mean().item():.4f}")
+
+# %% [markdown]
+# Keep this in mind: it is why, in notebook 03, the partition function $Z(x)$ — an additive
+# constant per prompt in the reward — disappears from the DPO loss.
+
+# %% [markdown]
+# ## A reward model for text
+#
+# With text we cannot list every response and give it its own score: there are far too many. A
+# **reward model** computes the score from the text with a neural network. Ours is RLHF's standard
+# design, scaled down: a small GPT-2 backbone reads the review, and a linear head turns the hidden
+# state at the **last token** (the only position that has attended to the whole text) into a scalar:
+#
+# $$s_\phi(y) = w^\top h_\phi(y)_{\text{last}} + b.$$
+#
+# It is trained with the same loss, $-\log\sigma\big(s_\phi(y_w)-s_\phi(y_l)\big)$, on pairs of movie
+# reviews from the course's task world, where the preferred review is the one the ground-truth
+# sentiment scorer rates higher (`helpers.reward_model`).
+
+# %%
+from helpers import reward_model as rm
+from helpers import world as W
+
+task = W.get_world()  # the tiny profile here (see notebook 00)
+tokenizer = W.load_tokenizer(task)
+train_pairs, test_pairs = rm.make_world_pairs(task, n_train=4000, n_test=1000, seed=0)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs (reviews from different splits)")
+print(f"every pair is ranked by the reward: {all(p['chosen_reward'] > p['rejected_reward'] for p in train_pairs + test_pairs)}")
+
+# %%
+for p in train_pairs[:3]:
+    print(f"chosen   ({p['chosen_reward']:+.2f}): {p['chosen']}")
+    print(f"rejected ({p['rejected_reward']:+.2f}): {p['rejected']}\n")
+
+# %% [markdown]
+# The model: 2 transformer layers, 64 wide, trained from scratch. (InstructGPT starts its reward
+# model from the SFT model; `rm.build_reward_model(backbone=path)` does that too, but a fresh tiny
+# backbone is enough for sentiment and keeps this notebook standalone.)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+reward_model = rm.build_reward_model(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, seed=0)
+n_params = sum(p.numel() for p in reward_model.parameters())
+print(f"reward model: {reward_model.config.n_layer} layers x {reward_model.config.n_embd} wide, "
+      f"{n_params / 1e3:.0f} k parameters")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+history = rm.train_reward_model(reward_model, tokenizer, train_pairs, steps=300, batch_size=32, lr=2e-3, seed=0)
+print(f"300 steps of 32 pairs in {history['seconds']:.0f} s")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+viz.plot_loss_curve(history["loss"], ax=axes[0], steps=history["step"], xlabel="training step",
+                    ylabel="Bradley-Terry loss (nats per pair)", title="reward model training (mean of 10 steps)")
+axes[0].axhline(math.log(2), color="gray", ls="--", lw=1, label="ln 2 (chance)")
+axes[0].legend()
+viz.plot_loss_curve(history["accuracy"], ax=axes[1], steps=history["step"], xlabel="training step",
+                    ylabel="pair accuracy (training batches)", title="fraction of pairs ranked right")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Held-out pair accuracy
+#
+# The number that matters: on pairs of reviews the model never saw, how often does it score the
+# preferred review higher?
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+result = rm.evaluate_pairs(reward_model, tokenizer, test_pairs)
+print(f"held-out pair accuracy = {result['accuracy']:.3f}, held-out loss = {result['loss']:.3f} nats per pair")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"held-out pair accuracy above 0.80: {result['accuracy'] > 0.80}")
+print(f"held-out loss below ln 2: {result['loss'] < math.log(2)}")
+
+# %%
+viz.plot_score_separation(result["chosen_scores"], result["rejected_scores"],
+                          title="reward model on 1000 held-out pairs")
+plt.show()
+
+# %% [markdown]
+# Which pairs does it get wrong? Mostly those whose two reviews the ground-truth scorer itself rates
+# almost equally — the small differences a rater would also hesitate on:
+
+# %%
+gaps = torch.tensor([p["chosen_reward"] - p["rejected_reward"] for p in test_pairs])
+right = result["chosen_scores"] > result["rejected_scores"]
+for lo, hi in [(0.0, 0.2), (0.2, 0.5), (0.5, 2.1)]:
+    sel = (gaps >= lo) & (gaps < hi)
+    print(f"ground-truth reward gap in [{lo:.1f}, {hi:.1f}): {int(sel.sum()):>4} pairs, "
+          f"accuracy {right[sel].float().mean().item():.2f}")
+
+# %% [markdown]
+# Does the model read sentiment? Score some reviews it has never seen:
+
+# %%
+mine = ["the acting was superb. i loved the music. a wonderful film.",
+        "the plot was fine. the music was okay.",
+        "the script was dull and the ending was awful. what a mess."]
+for text, score in zip(mine, rm.score_texts(reward_model, tokenizer, mine).tolist()):
+    print(f"{score:+6.2f}  {text}")
+
+# %% [markdown]
+# Remember the constant: the scores' zero is arbitrary (only differences were trained), so "+1.3"
+# means nothing alone — only "this review scores higher than that one".
+#
+# This reward model is RLHF's; the RLHF comparison (notebook 08) uses it. Save it to the cache:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+rm.save_reward_model(reward_model, rm.reward_model_dir(task),
+                     info={"accuracy": result["accuracy"], "loss": result["loss"], "n_train": 4000,
+                           "n_test": 1000, "steps": 300, "seconds": history["seconds"]})
+print("saved to", rm.reward_model_dir(task))
+
+# %% [markdown]
+# ## Summary
+#
+# * Bradley-Terry: $P(y_w\succ y_l)=\sigma(r(y_w)-r(y_l))$ — only reward differences matter.
+# * Maximum likelihood (`bradley_terry_loss`) recovers rewards from comparisons **up to an additive constant**.
+# * A reward model is that fit with a neural network in place of a table; ours ranks held-out review
+#   pairs correctly most of the time.
+#
+# **Next (02):** what RLHF does with a reward — the KL-regularised objective and its optimal policy.

@@ -1,0 +1,180 @@
+"""Every built notebook: its Colab badge points at itself in this repository (one configured URL),
+its first code cell is the standard setup cell, it was committed executed and has checked cells.
+The setup cell itself is run with Colab simulated: a stand-in ``google.colab`` module and the
+repository URL pointed at a local clone."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers.config import COLAB_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_notebooks  # noqa: E402
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py"))
+SETUP_SOURCE = "# NBVAL_IGNORE_OUTPUT\n" + build_notebooks.SETUP_CELL
+
+
+def test_there_are_notebooks_and_each_source_is_built():
+    assert NOTEBOOKS, "no built notebooks"
+    built = {p.stem for p in NOTEBOOKS}
+    missing = [s.name for s in SOURCES if s.stem not in built]
+    assert not missing, f"sources without a built notebook (run scripts/build_notebooks.py): {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_badge_points_at_this_notebook_in_the_repository(path):
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown"
+    urls = re.findall(r"\]\((https://colab\.research\.google\.com/[^)\s]+)\)", first.source)
+    assert len(urls) == 1, f"expected one Colab badge link in the first cell, found {urls}"
+    url = urls[0]
+    assert url.startswith(COLAB_URL + "/"), f"badge {url} does not use helpers.config.COLAB_URL"
+    relative = url[len(COLAB_URL) + 1:]
+    assert (ROOT / relative).is_file(), f"badge path {relative} does not exist in the repository"
+    assert (ROOT / relative).resolve() == path.resolve(), f"badge of {path.name} opens {relative}"
+    assert "colab-badge.svg" in first.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_code_cell_is_the_setup_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and code[0].source == SETUP_SOURCE
+    assert nb.cells[1].source == SETUP_SOURCE, "the setup cell comes right after the title cell"
+    assert sum(c.source == SETUP_SOURCE for c in code) == 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_executed_with_checked_cells(path):
+    # nbval compares nothing in a cell that was never executed: an unexecuted notebook passes vacuously
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code), f"{path.name} has unexecuted cells"
+    assert not any(o.get("output_type") == "error" for c in code for o in c.outputs), f"{path.name} has an error output"
+    checked = [c for c in code if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    assert checked, f"{path.name} has no # NBVAL_CHECK_OUTPUT cell"
+    assert all(c.outputs for c in checked), f"{path.name}: a checked cell has no output to compare"
+
+
+# --------------------------------------------------------------------------- the setup cell, run
+
+
+RUNNER = textwrap.dedent('''
+    import json, subprocess, sys, types
+
+    # Colab, simulated: the setup cell only asks whether "google.colab" is imported
+    sys.modules["google"] = types.ModuleType("google")
+    sys.modules["google.colab"] = types.ModuleType("google.colab")
+    # packages to pretend missing: importlib.util.find_spec(name) is None when sys.modules[name] is None
+    for name in {hide!r}:
+        sys.modules[name] = None
+
+    calls = []
+    real_run = subprocess.run
+
+    def recording_run(cmd, *args, **kwargs):
+        """Record every command; really run all but pip (a test installs nothing)."""
+        calls.append([str(c) for c in cmd])
+        if "pip" in cmd:
+            return subprocess.CompletedProcess(cmd, 0)
+        return real_run(cmd, *args, **kwargs)
+
+    subprocess.run = recording_run
+    cell = open({cell_path!r}).read()
+    results = []
+    for run in range(2):  # the cell must be harmless when re-run
+        before = len(calls)
+        exec(compile(cell, "setup_cell", "exec"), {{}})
+        import helpers
+        results.append({{"calls": calls[before:], "helpers_file": helpers.__file__,
+                         "path_count": sys.path.count({course_dir!r})}})
+    print("RESULT " + json.dumps(results))
+''')
+
+
+@pytest.fixture(scope="module")
+def course_origin(tmp_path_factory):
+    """A local clone of this repository: the stand-in for the GitHub URL."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs git and a git checkout of the course")
+    origin = tmp_path_factory.mktemp("origin") / "dpo-course"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(origin)], check=True)
+    if not (origin / "helpers" / "__init__.py").exists():
+        pytest.skip("the repository has no committed helpers/ yet")
+    return origin
+
+
+def run_setup_cell(tmp_path, origin, hide=()):
+    course_dir = str(tmp_path / "content" / "dpo-from-scratch")
+    cell_path = tmp_path / "setup_cell.py"
+    cell_path.write_text(build_notebooks.SETUP_CELL)
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER.format(hide=list(hide), cell_path=str(cell_path), course_dir=course_dir))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DPO_COURSE_DIR", "DPO_COURSE_REPO")}
+    env.update(DPO_COURSE_REPO=origin.resolve().as_uri(), DPO_COURSE_DIR=course_dir)
+    cwd = tmp_path / "content"
+    cwd.mkdir(exist_ok=True)
+    proc = subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):]), course_dir, proc.stdout
+
+
+def test_setup_cell_in_simulated_colab_clones_once_installs_nothing_and_imports_helpers(tmp_path, course_origin):
+    runs, course_dir, stdout = run_setup_cell(tmp_path, course_origin)
+    first, second = runs
+    clones = [c for c in first["calls"] if c[:2] == ["git", "clone"]]
+    assert len(clones) == 1 and clones[0][-2:] == [course_origin.resolve().as_uri(), course_dir]
+    assert not any("pip" in c for r in runs for c in r["calls"]), "pip ran although every package is importable"
+    assert first["helpers_file"] == str(Path(course_dir) / "helpers" / "__init__.py")
+    assert (Path(course_dir) / "helpers" / "__init__.py").exists()
+    # re-run: no second clone, no pip, sys.path not extended twice
+    assert second["calls"] == []
+    assert first["path_count"] == second["path_count"] == 1
+    assert stdout.count("helpers ") >= 2 and course_dir in stdout
+
+
+def test_setup_cell_in_simulated_colab_installs_exactly_what_is_missing(tmp_path, course_origin):
+    runs, _, _ = run_setup_cell(tmp_path, course_origin, hide=["vaderSentiment"])
+    pips = [c for r in runs for c in r["calls"] if "pip" in c]
+    assert pips, "vaderSentiment is missing but pip was not called"
+    for cmd in pips:
+        assert cmd[1:4] == ["-m", "pip", "install"]
+        packages = [a for a in cmd[4:] if not a.startswith("-")]
+        assert packages == ["vaderSentiment"], f"installed {packages}, expected only the missing package"
+
+
+def test_setup_cell_locally_is_a_no_op_that_finds_the_repository(tmp_path, course_origin):
+    # not in Colab: run from inside a checkout (the clone); nothing is cloned or installed
+    course_dir = str(tmp_path / "content" / "dpo-from-scratch")
+    cell_path = tmp_path / "setup_cell.py"
+    cell_path.write_text(build_notebooks.SETUP_CELL)
+    script = tmp_path / "runner.py"
+    runner = RUNNER.format(hide=[], cell_path=str(cell_path), course_dir=str(course_origin))
+    runner = runner.replace('sys.modules["google.colab"] = types.ModuleType("google.colab")', "")
+    script.write_text(runner)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(DPO_COURSE_DIR=course_dir)
+    proc = subprocess.run([sys.executable, str(script)], cwd=course_origin / "notebooks", env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][len("RESULT "):])
+    assert all(r["calls"] == [] for r in runs)
+    assert runs[0]["helpers_file"] == str(course_origin / "helpers" / "__init__.py")
+    assert not Path(course_dir).exists()

@@ -40,7 +40,7 @@ def test_colab_badge_points_at_this_notebook_in_the_repository(path):
     nb = nbformat.read(path, as_version=4)
     first = nb.cells[0]
     assert first.cell_type == "markdown"
-    urls = re.findall(r"\]\((https://colab\.research\.google\.com/[^)\s]+)\)", first.source)
+    urls = re.findall(r"\]\((https://colab\.research\.google\.com/github/[^)\s]+)\)", first.source)
     assert len(urls) == 1, f"expected one Colab badge link in the first cell, found {urls}"
     url = urls[0]
     assert url.startswith(COLAB_URL + "/"), f"badge {url} does not use helpers.config.COLAB_URL"
@@ -178,3 +178,15 @@ def test_setup_cell_locally_is_a_no_op_that_finds_the_repository(tmp_path, cours
     assert all(r["calls"] == [] for r in runs)
     assert runs[0]["helpers_file"] == str(course_origin / "helpers" / "__init__.py")
     assert not Path(course_dir).exists()
+
+
+def test_readme_badges_point_at_notebooks_in_the_repository():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    urls = re.findall(r"\]\((https://colab\.research\.google\.com/github/[^)\s]+)\)", readme)
+    assert urls, "README.md has no Colab badges (the map of the series)"
+    for url in urls:
+        assert url.startswith(COLAB_URL + "/notebooks/"), f"{url} does not use helpers.config.COLAB_URL"
+        relative = url[len(COLAB_URL) + 1:]
+        assert (ROOT / relative).is_file(), f"README badge path {relative} does not exist in the repository"
+    listed = {url.rsplit("/", 1)[-1] for url in urls}
+    assert {p.name for p in NOTEBOOKS} <= listed, "a built notebook is missing from README's map"

@@ -155,7 +155,7 @@ def main(argv=None) -> None:
         table.append([r["shape"], f"{r['n'] / 1e6:.2f} M", r["mode"], f"{r['batch']} x 2 x {r['seq_len']}",
                       f"{r['flops'] / 1e9:.3g}", spread([1000 * t for t in r["times"]], "{:.0f}"),
                       spread([a / 1e9 for a in achieved], "{:.3g}"),
-                      spread([100 * a / peak for a in achieved], "{:.1f}%")])
+                      spread([100 * a / peak for a in achieved], "{:.3g}%")])
     print("\n".join([
         "## FLOP efficiency of our DPO step", "", f"Command: `{command_line()}`", "",
         f"Machine: {machine_info(device)}", "",

@@ -170,3 +170,48 @@ def test_dpo_loss_checker_demands_ln2_at_reference():
         return loss + (loss - math.log(2)).abs().lt(1e-6) * 0.1
 
     assert_rejects(checks.check_dpo_loss, offset)
+
+
+# ---------------------------------------------------------------- the notebooks' own solutions
+
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+SRC = Path(__file__).resolve().parent.parent / "notebooks" / "src"
+THEORY_SOURCES = sorted(SRC.glob("0[0-3]_*.py"))
+
+
+def exercise_cells():
+    """(source, cell) for every code cell of notebooks 00-03 that defines a function and checks it."""
+    out = []
+    for src in THEORY_SOURCES:
+        for cell in re.split(r"^# %%.*$", src.read_text(encoding="utf-8"), flags=re.M):
+            if re.search(r"^def \w+\(", cell, re.M) and re.search(r"^checks\.check_\w+\(\w+\)", cell, re.M):
+                out.append((src.name, cell))
+    return out
+
+
+def run_exercise_cell(cell):
+    namespace = {"torch": torch, "F": F, "math": math, "checks": checks}
+    body = "\n".join(ln for ln in cell.splitlines() if not ln.startswith("from helpers import checks"))
+    call = re.findall(r"^(checks\.check_\w+\(\w+\))\s*$", body, re.M)[-1]
+    exec(compile(body.replace(call, ""), "<cell>", "exec"), namespace)
+    return eval(call, namespace)
+
+
+def test_each_theory_notebook_has_two_exercises_with_stub_and_solution():
+    cells = exercise_cells()
+    for src in THEORY_SOURCES:
+        mine = [c for name, c in cells if name == src.name]
+        stubs = [c for c in mine if "raise NotImplementedError" in c]
+        solutions = [c for c in mine if "raise NotImplementedError" not in c]
+        assert len(stubs) >= 2 and len(solutions) >= 2, f"{src.name}: {len(stubs)} stubs, {len(solutions)} solutions"
+
+
+@pytest.mark.parametrize("name,cell", exercise_cells(), ids=lambda v: v if isinstance(v, str) and v.endswith(".py") else "")
+def test_notebook_exercise_cells_stub_fails_and_solution_passes(name, cell):
+    verdict = run_exercise_cell(cell)
+    if "raise NotImplementedError" in cell:
+        assert not verdict and "not implemented" in verdict.message
+    else:
+        assert verdict, f"{name}: the worked solution fails its checker: {verdict.message}"

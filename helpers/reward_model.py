@@ -113,9 +113,9 @@ def make_review_pairs(texts, rewards, n_pairs: int, seed: int = 0, min_gap: floa
         i, j = rng.sample(range(len(texts)), 2)
         if abs(rewards[i] - rewards[j]) < min_gap:
             continue
-        w, l = (i, j) if rewards[i] > rewards[j] else (j, i)
-        pairs.append({"prompt": "", "chosen": texts[w], "rejected": texts[l],
-                      "chosen_reward": float(rewards[w]), "rejected_reward": float(rewards[l])})
+        win, lose = (i, j) if rewards[i] > rewards[j] else (j, i)
+        pairs.append({"prompt": "", "chosen": texts[win], "rejected": texts[lose],
+                      "chosen_reward": float(rewards[win]), "rejected_reward": float(rewards[lose])})
     return pairs
 
 

@@ -4,10 +4,11 @@ The DPO paper's recipe for the controlled-sentiment task (Section 6.1, Appendix 
 prompt (a 2-8 token review prefix), sample k completions from pi_SFT, score each with the reward,
 and turn every pair of them into a preference: chosen = the higher reward. With k = 4 that is up to
 k(k-1)/2 = 6 pairs per prompt. Pairs whose rewards are equal carry no preference: they are dropped
-and counted (``n_ties``). Samples that hit ``max_new_tokens`` without EOS are dropped before
-pairing (``n_truncated``): ``helpers.data`` appends EOS to every response, which would teach the
-policy to stop where it had not stopped. Empty responses (EOS right after the prompt) are dropped
-too (``n_empty``): ``helpers.data`` rejects empty fields.
+and counted (``n_ties``). In the tiny world, samples that hit ``max_new_tokens`` without EOS are
+dropped before pairing (``n_truncated``; see ``World.pairs_drop_truncated``): ``helpers.data``
+appends EOS to every response, which would teach the policy to stop where it had not stopped.
+Empty responses (EOS right after the prompt) are dropped too (``n_empty``): ``helpers.data``
+rejects empty fields.
 
 Prompts come from the world's ``pairs_split``, disjoint from the SFT texts and from the held-out
 evaluation prompts. Text format: ``prompt`` has no trailing space, ``chosen``/``rejected`` start
@@ -125,7 +126,14 @@ def build_pairs_for_world(world, n_prompts: int = 1000, k: int = 4, seed: int = 
     import datasets
 
     from helpers.config import get_device
-    from helpers.world import atomic_build_dir, check_world_spec, get_prompts, get_reward_fn, load_sft_model, load_tokenizer
+    from helpers.world import (
+        atomic_build_dir,
+        check_world_spec,
+        get_prompts,
+        get_reward_fn,
+        load_sft_model,
+        load_tokenizer,
+    )
 
     check_world_spec(world)
     path = _pairs_path(world, n_prompts, k, seed)
@@ -137,7 +145,8 @@ def build_pairs_for_world(world, n_prompts: int = 1000, k: int = 4, seed: int = 
     prompts = get_prompts(world, world.pairs_split, n_prompts, seed=seed, tokenizer=tokenizer)
     dataset, stats = build_preference_pairs(
         model, tokenizer, prompts, get_reward_fn(world, device=device), k=k,
-        max_new_tokens=world.max_new_tokens, seed=seed, progress=progress)
+        max_new_tokens=world.max_new_tokens, seed=seed, drop_truncated=world.pairs_drop_truncated,
+        progress=progress)
     with atomic_build_dir(path, replace_existing=force) as tmp:
         dataset.save_to_disk(str(tmp / "dataset"))
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))

@@ -186,6 +186,10 @@ class World:
         reward: "vader" or a classifier id/path (see ``helpers.rewards``).
         prompt_tokens: (min, max) prompt length in tokens (the paper: 2-8).
         max_new_tokens: response length limit when sampling.
+        pairs_drop_truncated: drop samples without EOS before pairing. True for tiny (its
+            reviews end well within ``max_new_tokens``); False for gpt2 (IMDb reviews are longer
+            than any response we sample, so almost no sample ends -- as in the paper, responses
+            are then fixed-length continuations).
         sft_max_length: SFT sequence length (longer reviews are cut and then carry no EOS).
         sft_steps, sft_batch_size, sft_lr: SFT optimisation.
         n_reviews, vocab_size, n_layer, n_embd, n_head, n_positions: tiny-only build sizes.
@@ -204,6 +208,7 @@ class World:
     reward: str
     prompt_tokens: tuple[int, int] = (2, 8)
     max_new_tokens: int = 40
+    pairs_drop_truncated: bool = True
     sft_max_length: int = 64
     sft_steps: int = 300
     sft_batch_size: int = 64
@@ -269,6 +274,7 @@ def gpt2_world(root: str | os.PathLike | None = None, reward: str = DEFAULT_CLAS
         eval_split="test",
         reward=reward,
         max_new_tokens=48,
+        pairs_drop_truncated=False,
         sft_max_length=128,
         sft_steps=1_000,
         sft_batch_size=32,
@@ -609,12 +615,17 @@ def build_world(world: World | None = None, force: bool = False, pairs: bool = T
         from helpers.pairs import build_pairs_for_world  # layer 3, imported only by this command
 
         stages.append(("pairs", lambda w, force: build_pairs_for_world(w, force=force, progress=progress)))
+    import torch
+
     timings = {}
+    print(f"building {world.root} with {torch.get_num_threads()} torch thread(s)", flush=True)
     for name, build in stages:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         build(world, force=force)
         timings[name] = time.perf_counter() - start
-        print(f"{name:>10}: {timings[name]:6.1f} s", flush=True)
+        # CPU seconds tell what the stage costs on its own when the machine is shared
+        cpu = time.process_time() - cpu_start
+        print(f"{name:>10}: {timings[name]:6.1f} s  (CPU {cpu:6.1f} s)", flush=True)
     print(f"{'total':>10}: {sum(timings.values()):6.1f} s  ({world.root})")
     return timings
 
@@ -672,8 +683,19 @@ def main(argv=None) -> None:
                         help="build: every missing stage (and print timings); report: print its numbers as JSON")
     parser.add_argument("--force", action="store_true", help="rebuild every stage from nothing")
     parser.add_argument("--no-pairs", action="store_true", help="stop after the SFT model")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's, or 1 when the CPU is already busy)")
     args = parser.parse_args(argv)
     set_hub_offline()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif hasattr(os, "getloadavg") and os.getloadavg()[0] >= (os.cpu_count() or 1) and torch.get_num_threads() > 1:
+        # Measured on a shared 2-core machine (load ~10): one SFT step took 0.6 s with 1 thread
+        # and 4-6 s with 2 -- OpenMP threads spin-wait for each other when the CPU is oversubscribed.
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: using 1 torch thread")
+        torch.set_num_threads(1)
     if args.command == "build":
         build_world(tiny_world(), force=args.force, pairs=not args.no_pairs)
     else:

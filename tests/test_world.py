@@ -7,7 +7,6 @@ import json
 import socket
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -195,7 +194,14 @@ def test_prompts_cut_at_word_boundaries(small_world):
         whole = tok(text, add_special_tokens=False)["input_ids"]
         parts = tok(prompt, add_special_tokens=False)["input_ids"] + tok(continuation, add_special_tokens=False)["input_ids"]
         assert parts == whole, (prompt, continuation)
-        assert abs(len(tok(prompt)["input_ids"]) - n) <= 2
+        # the cut is between words (or before punctuation), and no such cut is closer to n tokens
+        assert not (prompt[-1].isalnum() and continuation[0].isalnum())
+        chosen = len(tok(prompt, add_special_tokens=False)["input_ids"])
+        for j in range(1, len(whole)):
+            head = tok.decode(whole[:j])
+            between_words = not (head[-1].isalnum() and text[len(head)].isalnum())
+            if between_words:
+                assert abs(j - n) >= abs(chosen - n), (prompt, n, head)
     prompts = W.get_prompts(small_world, n=30, seed=1, tokenizer=tok)
     assert prompts == W.get_prompts(small_world, n=30, seed=1, tokenizer=tok)
     assert len(prompts) == 30

@@ -158,3 +158,23 @@ def test_backbone_from_a_saved_language_model(tiny_tokenizer, tmp_path):
 def test_fresh_backbone_needs_a_vocabulary():
     with pytest.raises(ValueError):
         rm.build_reward_model()
+
+
+def test_torch_threads_sets_and_restores(tiny_tokenizer):
+    torch.set_num_threads(2)  # (the autouse fixture restores the original count afterwards)
+    n = torch.get_num_threads()
+    assert n == 2
+    with rm.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == n
+    with rm.torch_threads(None):
+        assert torch.get_num_threads() == n
+    m = rm.build_reward_model(vocab_size=len(tiny_tokenizer), pad_token_id=tiny_tokenizer.pad_token_id,
+                              n_layer=1, n_embd=16)
+    seen = []
+    m.register_forward_hook(lambda *args: seen.append(torch.get_num_threads()))
+    rm.train_reward_model(m, tiny_tokenizer, synthetic_pairs(8, seed=0), steps=2, batch_size=4)
+    assert seen == [1, 1]  # trained on one thread (cpu_threads=1 by default) ...
+    assert torch.get_num_threads() == n  # ... and the count restored
+    rm.score_texts(m, tiny_tokenizer, ["the cast was great."], cpu_threads=None)
+    assert seen[-1] == 2

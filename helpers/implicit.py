@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers.data import collate_preferences, tokenize_preferences
+from helpers.data import collate_preferences, tokenize_preference, tokenize_preferences
 from helpers.logprobs import IGNORE_INDEX, token_logprobs
 
 # --------------------------------------------------------------------------------------------
@@ -81,11 +81,11 @@ def _examples_for_responses(tokenizer, prompts: list[str], responses: list[str],
                             max_prompt_length: int) -> list[dict]:
     """Tokenize (prompt, response) with ``helpers.data`` (prompt masked, EOS appended and scored).
 
-    ``tokenize_preferences`` wants pairs, so each response is paired with a dummy rejected one; only
-    the chosen half is used.
+    ``tokenize_preference`` tokenizes pairs; each response is passed as both halves and only the
+    chosen half is used. (An empty response is allowed here: it is scored on its EOS alone.)
     """
-    records = [{"prompt": p, "chosen": r, "rejected": r + " ."} for p, r in zip(prompts, responses)]
-    return tokenize_preferences(records, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
+    records = [{"prompt": p, "chosen": r, "rejected": r} for p, r in zip(prompts, responses)]
+    return [tokenize_preference(rec, tokenizer, max_length, max_prompt_length, index=i) for i, rec in enumerate(records)]
 
 
 def response_token_rewards(policy, ref_model, tokenizer, prompts: list[str], responses: list[str], beta: float,

@@ -230,3 +230,9 @@ def test_beta_sweep_and_best_of_n_curve(small_world):
     means = [c["reward_mean"] for c in curve]
     assert means[0] <= means[1] <= means[2]  # the expected max of more samples is never lower
     assert [c["kl_bound"] for c in curve] == [bon_kl_bound(n) for n in (1, 2, 4)]
+
+
+def test_an_empty_response_is_scored_on_its_eos(tiny_tokenizer, two_models):
+    policy, ref = two_models
+    rows = response_token_rewards(policy, ref, tiny_tokenizer, ["The movie was"], [""], beta=1.0)
+    assert rows[0]["ids"] == [tiny_tokenizer.eos_token_id] and len(rows[0]["rewards"]) == 1

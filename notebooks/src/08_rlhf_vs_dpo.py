@@ -1,0 +1,419 @@
+# %% [markdown]
+# # 08 · The RLHF pipeline DPO replaces: reward model + PPO, RLOO, DPO and best-of-N on one task
+#
+# The DPO paper sells DPO by contrast with RLHF: *fit a reward model, then run PPO against it with
+# a KL penalty* -- "complex and often unstable", with several models in memory and samples drawn
+# from the policy inside the training loop. Its Figure 2 claims more: on IMDb sentiment, DPO's
+# reward-vs-KL frontier beats PPO's, even PPO given the true reward.
+#
+# This notebook builds that RLHF pipeline from scratch (`helpers/rlhf.py`, no RL library), runs it
+# on the same tiny sentiment world as notebooks 04-07, and compares, on the same held-out prompts
+# with the same evaluation function:
+#
+# | method | learns from | needs at training time |
+# |---|---|---|
+# | **PPO** | a Bradley-Terry reward model fit to the preference pairs | policy + value head, pi_ref, reward model, fresh samples |
+# | **PPO-GT** | the ground-truth reward (VADER) directly | policy + value head, pi_ref, fresh samples |
+# | **RLOO** | the reward model, k samples per prompt, no value head | policy, pi_ref, reward model, fresh samples |
+# | **DPO** | the preference pairs | policy, pi_ref (or its precomputed log-probs) |
+# | **best-of-N** | nothing: sample N from SFT, keep the best | SFT + a scorer, N samples per prompt at inference |
+#
+# The plan: (1) the toy world, where all three roads provably end at the same policy pi*;
+# (2) the pieces of PPO and RLOO, with two exercises; (3) a reward model and short live runs;
+# (4) the full frontier (a saved sweep), its cost, and the reward hacking that comes with it.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import json
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from helpers import checks, rlhf, toy, viz
+from helpers.config import DATA_DIR, get_device, seed_everything
+from helpers.world import get_prompts, get_reward_fn, get_world, load_sft_model, load_tokenizer
+
+seed_everything(0)
+world = get_world()
+device = get_device()
+print("profile:", world.profile, "| device:", device, "| torch threads:", torch.get_num_threads())
+
+# %% [markdown]
+# ## 1 · One objective, one optimum, three roads
+#
+# RLHF maximises, for each prompt x,
+#
+# $$J(\pi) = \mathbb{E}_{y\sim\pi}[r(x,y)] - \beta\,\mathrm{KL}(\pi(\cdot|x)\,\|\,\pi_\text{ref}(\cdot|x)),$$
+#
+# whose maximiser is $\pi^*(y|x) = \pi_\text{ref}(y|x)\,e^{r(x,y)/\beta}/Z(x)$ (notebook 02). DPO
+# fits $\pi^*$ directly from preferences (notebook 03). PPO and RLOO climb $J$ by sampling from
+# $\pi$ and following the policy gradient. Folding the KL into the reward,
+# $R(y) = r(y) - \beta\log\frac{\pi(y)}{\pi_\text{ref}(y)}$, the REINFORCE gradient
+# $\mathbb{E}_\pi[R\,\nabla\log\pi]$ is exactly $\nabla J$ (the missing term
+# $-\beta\,\mathbb{E}_\pi[\nabla\log\pi]$ is zero). A neat consequence: at $\pi^*$,
+# $R(y) = \beta\log Z$ for *every* y, so the advantages vanish and the noise of the gradient with it.
+#
+# On the toy world (one prompt, six one-word reviews) the policy is a softmax over six logits, so we
+# can run tabular PPO (value table, clipped ratio, whitening, 4 epochs per batch) and RLOO
+# (k = 4 samples, leave-one-out baseline) and compare with the closed form and with DPO fit to
+# 200,000 sampled Bradley-Terry preferences.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+tw = toy.make_toy()
+toy_results = {}
+for beta in (0.5, 2.0):
+    pi_star = toy.optimal_policy(tw.pi_ref, tw.r, beta)
+    ppo = rlhf.tabular_ppo(tw.pi_ref, tw.r, beta, steps=200, seed=0)
+    rloo = rlhf.tabular_rloo(tw.pi_ref, tw.r, beta, steps=300, seed=0)
+    chosen, rejected = toy.sample_preferences(tw.r, 200_000, seed=0, pi_sample=tw.pi_ref)
+    pi_dpo, _ = toy.fit_toy_policy(tw.pi_ref, chosen, rejected, beta)
+    toy_results[beta] = {"pi*": pi_star, "PPO": ppo["pi"], "RLOO": rloo["pi"], "DPO": pi_dpo,
+                         "histories": {"PPO": ppo["history"], "RLOO": rloo["history"]}}
+    print(f"beta = {beta}:  pi* = {np.round(pi_star.numpy(), 2)}")
+    for name in ("PPO", "RLOO", "DPO"):
+        err = (toy_results[beta][name] - pi_star).abs().max().item()
+        print(f"  {name:5s} max|pi - pi*| < 0.01: {err < 0.01}   pi = {np.round(toy_results[beta][name].numpy(), 2)}")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.4))
+beta = 0.5
+viz.plot_policies({"pi_ref": tw.pi_ref, "pi* (closed form)": toy_results[beta]["pi*"], "PPO": toy_results[beta]["PPO"],
+                   "RLOO": toy_results[beta]["RLOO"], "DPO (preferences)": toy_results[beta]["DPO"]},
+                  tw.responses, ax=axes[0], title=f"three roads, one destination (beta = {beta})")
+viz.plot_toy_convergence(toy_results[beta]["histories"], ax=axes[1])
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# DPO's error here is statistical (200,000 labelled pairs); PPO's and RLOO's shrink as their
+# learning rate decays to zero. None of the three is told pi*; each gets there from its own kind of
+# data: DPO from *offline preferences*, PPO/RLOO from *rewards of fresh samples*. On a language model
+# the roads are no longer equivalent in practice -- which samples they learn from, what they can
+# exploit and what they cost is the subject of the rest of this notebook.
+#
+# ## 2 · The pieces of PPO for a language model
+#
+# **Rollouts.** For a batch of prompts the policy samples responses by *pure* ancestral sampling
+# (`top_k=0, top_p=1`, never `generate()`'s default `top_k=50`: a truncated sampler is not the pi whose
+# log-probs we score) up to `max_new_tokens`. A response that has not produced EOS by then is kept,
+# truncated, and scored as it is (its rate is reported; `missing_eos_penalty` can discourage it).
+#
+# **Per-token reward.** Each response token t gets $r_t = -\beta(\log\pi(y_t) - \log\pi_\text{ref}(y_t))$,
+# and the last token additionally gets the score $r(x, y)$. Summed over the response this is
+# $r(x,y) - \beta\log\frac{\pi(y|x)}{\pi_\text{ref}(y|x)}$, the KL-penalised reward of section 1.
+#
+# **Value head and GAE.** A linear head on the policy's last hidden state (zero-initialised, so it
+# starts by predicting 0) estimates $V_t$, the expected rest-of-response reward. The advantage of
+# token t is GAE (Schulman et al. 2016): with $\delta_t = r_t + \gamma V_{t+1} - V_t$ ($V = 0$ after
+# the last token), $A_t = \delta_t + \gamma\lambda A_{t+1}$, computed backwards; we use $\gamma = 1$,
+# $\lambda = 0.95$. The value head regresses onto the returns $A_t + V_t$.
+#
+# ### Exercise 1 · GAE for one response
+# Write `gae(rewards, values, gamma, lam)` for one response of T tokens (1-D tensors) and return the
+# T advantages.
+
+# %%
+def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """(T,) rewards and values of one response -> (T,) advantages."""
+    raise NotImplementedError  # your code here
+
+
+print(checks.check_gae(gae))
+
+# %% [markdown]
+# The worked solution (what `helpers.rlhf.compute_gae` does for a padded batch of responses):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    T = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    last = 0.0
+    for t in reversed(range(T)):
+        next_value = values[t + 1] if t + 1 < T else 0.0  # the episode ends after the last token
+        delta = rewards[t] + gamma * next_value - values[t]
+        last = delta + gamma * lam * last
+        advantages[t] = last
+    return advantages
+
+
+print(checks.check_gae(gae))
+# the batched helper agrees on a 3-token response with the score 1.0 on its last token
+r, v = torch.tensor([-0.02, 0.01, 1.0]), torch.tensor([0.3, 0.5, 0.8])
+adv, ret = rlhf.compute_gae(r[None], v[None], torch.ones(1, 3, dtype=torch.bool), gamma=1.0, lam=0.95)
+print("advantages", [f"{a:.4f}" for a in adv[0].tolist()], "| returns", [f"{x:.4f}" for x in ret[0].tolist()])
+
+# %% [markdown]
+# **Whitening and the clipped objective.** Advantages are whitened over the batch (mean 0, std 1),
+# so the step size does not depend on the reward's scale. Then PPO (Schulman et al. 2017) takes
+# several passes (here 4 epochs) over the same rollout batch, maximising
+#
+# $$\min\big(\rho_t A_t,\ \mathrm{clip}(\rho_t, 1-\epsilon, 1+\epsilon) A_t\big),\qquad \rho_t = \frac{\pi_\theta(y_t)}{\pi_\text{old}(y_t)},\ \epsilon = 0.2.$$
+#
+# Once a token's ratio has moved past $1\pm\epsilon$ in the direction its advantage wants, the
+# objective is flat: its gradient is exactly zero, so re-using the batch cannot push it further. The
+# value loss is clipped the same way (values move at most 0.2 from the old prediction per batch).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+viz.plot_clipped_objective(0.2)
+plt.show()
+for ratio, a in [(1.5, 1.0), (1.1, 1.0), (0.5, -1.0), (0.5, 1.0)]:
+    logp = torch.tensor([[np.log(ratio)]], requires_grad=True)
+    loss, _ = rlhf.ppo_policy_loss(logp, torch.zeros(1, 1), torch.tensor([[a]]), torch.ones(1, 1, dtype=torch.bool))
+    loss.backward()
+    print(f"ratio {ratio:.1f}, advantage {a:+.0f}: d loss / d log pi = {logp.grad.item():+.3f}")
+
+# %% [markdown]
+# The last line is the pessimistic side: a token whose ratio moved the *wrong* way (down, although
+# its advantage is positive) keeps its gradient, so PPO can undo its own mistakes.
+#
+# **RLOO** (Ahmadian et al. 2024) drops the value head and GAE. Sample k responses per prompt, give
+# each one reward $R_i = r(x, y_i) - \beta\log\frac{\pi(y_i|x)}{\pi_\text{ref}(y_i|x)}$ for the whole
+# sequence, and use as its baseline the mean reward of the *other* k - 1 samples. The baseline must not
+# include $R_i$ itself, or it would correlate with the action and bias the gradient.
+#
+# ### Exercise 2 · the leave-one-out advantages
+# Write `rloo_advantages(rewards)` for a (P, k) tensor of rewards (P prompts, k samples each).
+
+# %%
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """(P, k) sequence rewards -> (P, k) advantages R_i - mean of the other k - 1."""
+    raise NotImplementedError  # your code here
+
+
+print(checks.check_rloo_advantages(rloo_advantages))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    k = rewards.shape[1]
+    baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (k - 1)
+    return rewards - baseline
+
+
+print(checks.check_rloo_advantages(rloo_advantages))
+print(rloo_advantages(torch.tensor([[1.0, 2.0, 3.0, 6.0]])).numpy().round(4))
+
+# %% [markdown]
+# ## 3 · A reward model, and short live runs
+#
+# The RLHF pipeline first fits a reward model to the same preference pairs DPO trains on: the
+# Bradley-Terry model of notebook 01 (`helpers.reward_model`: a GPT-2 body with a scalar head, loss
+# $-\log\sigma(s(y_w) - s(y_l))$). Its scale is arbitrary, so we normalise its output to mean 0,
+# std 1 over SFT samples (`rlhf.NormalisedReward`). Its held-out pair accuracy tells how much of the
+# ground truth it captured; the pairs' labels are themselves noisy (close rewards), so do not expect
+# 100%.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t0 = time.perf_counter()
+reward_model, rm_info = rlhf.load_or_train_pair_reward_model(world, device=device)
+print(f"reward model: trained on {rm_info['n_train_pairs']} pairs in {rm_info['train_s']:.0f} s "
+      f"(loaded in {time.perf_counter() - t0:.0f} s)")
+print(f"held-out pair accuracy: {rm_info['heldout_accuracy']:.3f} on {rm_info['n_test_pairs']} pairs of unseen prompts")
+print(f"normalisation over SFT samples: raw mean {rm_info['norm_mean']:.3f}, raw std {rm_info['norm_std']:.3f}")
+
+# %% [markdown]
+# Now a short PPO run against the learned reward model and a short RLOO run, on prompts from the
+# pairs' split (never the evaluation prompts), each a handful of iterations so the notebook stays
+# fast. Watch the score climb and the KL grow; the full runs are in section 4.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+tok = load_tokenizer(world)
+sft = load_sft_model(world, device=device)
+train_prompts = get_prompts(world, world.pairs_split, 256, seed=0, tokenizer=tok)
+eval_prompts = get_prompts(world, world.eval_split, 100, seed=0, tokenizer=tok)
+prompts_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in train_prompts]
+
+
+def score_with(text_reward):
+    """rlhf works on token ids; rewards read text (prompt + response)."""
+    return lambda p_ids, r_ids: text_reward([tok.decode(p + r, skip_special_tokens=True) for p, r in zip(p_ids, r_ids)])
+
+
+# the same budget for both: 16 samples per iteration, 4 epochs x 2 mini-batches of 8 sequences
+configs = {"ppo": rlhf.RLHFConfig(beta=0.1, lr=1e-4, batch_size=16, mini_batch_size=8, ppo_epochs=4,
+                                  max_new_tokens=world.max_new_tokens),
+           "rloo": rlhf.RLHFConfig(beta=0.1, lr=1e-4, batch_size=4, rloo_k=4, mini_batch_size=2, rloo_epochs=4,
+                                   max_new_tokens=world.max_new_tokens)}
+live = {}
+for method, cfg in configs.items():
+    policy = load_sft_model(world, device=device)
+    live[method] = rlhf.train_rlhf(method, policy, sft, prompts_ids, score_with(reward_model), cfg, steps=12,
+                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    live[method]["policy"] = policy
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.2))
+for ax, method in zip(axes, live):
+    viz.plot_rl_history(live[method]["history"], ax=ax, title=f"{method.upper()} vs the reward model, beta = 0.1")
+plt.tight_layout()
+plt.show()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from helpers.evaluate import evaluate_policy
+
+gt_reward = get_reward_fn(world)
+for name, model in [("SFT", sft)] + [(m.upper() + f" ({len(live[m]['history'])} it.)", live[m]["policy"]) for m in live]:
+    ev = evaluate_policy(model, sft, tok, eval_prompts[:32], gt_reward, n_samples_per_prompt=2,
+                         max_new_tokens=world.max_new_tokens, seed=1, progress=False)
+    print(f"{name:14s} ground-truth reward {ev['reward_mean']:.3f} +- {ev['reward_se']:.3f}   "
+          f"KL {ev['kl_mean']:.2f} +- {ev['kl_se']:.2f} nats   length {ev['length_mean']:.1f}   EOS {ev['eos_rate']:.2f}")
+
+# %% [markdown]
+# ## 4 · The frontier: every method, a few beta, the same evaluation
+#
+# Each point below is one trained policy (or best-of-N), evaluated by
+# `helpers.evaluate.evaluate_policy` on the same 100 held-out prompts x 4 samples: mean ground-truth
+# reward (VADER) and the sequence KL(pi || pi_ref), with standard errors over prompts. Best-of-N has
+# no tractable KL; it is plotted at the upper bound log N - (N-1)/N (Beirami et al. 2024).
+#
+# The sweep takes about an hour on 2 CPU cores, so it lives in `scripts/run_frontier.py` and its
+# results in `data/frontier.json`. Set `RUN_SWEEP = True` to recompute them (on a GPU, minutes).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+RUN_SWEEP = False
+if RUN_SWEEP:
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "../scripts/run_frontier.py"], check=True)
+frontier = json.loads((DATA_DIR / "frontier.json").read_text())
+print("sweep of", frontier["meta"]["date"], "| total", round(frontier["meta"]["total_s"] / 60), "min")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+runs, bon, sft_row = frontier["runs"], frontier["bon"], frontier["sft"]
+print(f"{'method':8s} {'beta':>5s}  {'reward +- SE':>15s}  {'KL (nats) +- SE':>16s}")
+print(f"{'SFT':8s} {'-':>5s}  {sft_row['reward_mean']:7.3f} +- {sft_row['reward_se']:.3f}  "
+      f"{sft_row['kl_mean']:7.2f} +- {sft_row['kl_se']:.2f}")
+for r in runs:
+    print(f"{r['method']:8s} {r['beta']:5g}  {r['reward_mean']:7.3f} +- {r['reward_se']:.3f}  "
+          f"{r['kl_mean']:7.2f} +- {r['kl_se']:.2f}")
+for b in bon:
+    print(f"{b['method']:22s} N={b['N']:<2d} {b['reward_mean']:7.3f} +- {b['reward_se']:.3f}  KL <= {b['kl_bound']:.2f}")
+
+# %%
+viz.plot_rlhf_frontier(runs, bon, sft_row)
+plt.show()
+
+# %% [markdown]
+# ### What each method costs
+#
+# Wall time is training only (mean over the betas), on this machine's 2 shared CPU cores, one
+# thread; the reward model's training is listed on its own line and is paid once by PPO, RLOO and
+# best-of-N. *State MB* is the tensor memory of the models held (parameters; plus gradients and
+# Adam's two moments for the trained policy). *Peak +MB* is the largest growth of the process's
+# resident memory during training (activations, rollouts, optimizer), sampled every 20 ms. Lines of
+# code count the functions each method runs (docstrings and comments removed; DPO's include
+# checkpoint/resume code that the RL loops do not have). Samples are the responses generated
+# during training; DPO's 4,000 come from building the pairs once from SFT before training (shared
+# with the reward model).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+held = {"PPO": "policy+value head, pi_ref, reward model", "PPO-GT": "policy+value head, pi_ref (+ VADER)",
+        "RLOO": "policy, pi_ref, reward model", "DPO": "policy, pi_ref (log-probs precomputed once)"}
+loc = frontier["lines_of_code"]
+print(f"{'method':7s} {'models in memory':42s} {'lines':>5s} {'train s':>8s} {'state MB':>8s} {'peak +MB':>8s} {'samples':>8s}")
+for method in ("PPO", "PPO-GT", "RLOO", "DPO"):
+    rows = [r for r in runs if r["method"] == method]
+    print(f"{method:7s} {held[method]:42s} {loc[method]:5d} {np.mean([r['wall_s'] for r in rows]):8.0f} "
+          f"{np.mean([r['state_mb'] for r in rows]):8.1f} {np.max([r['train_rss_mb'] for r in rows]):8.0f} "
+          f"{int(np.mean([r['samples'] for r in rows])):8d}")
+rm_info = frontier["reward_model"]
+print(f"reward model: {loc['reward model']} lines, trained in {rm_info.get('train_s', float('nan')):.0f} s, "
+      f"held-out pair accuracy {rm_info.get('heldout_accuracy', float('nan')):.3f}")
+print(f"best-of-N: no training; N samples + N scores per prompt at inference")
+
+# %% [markdown]
+# ### Reward hacking, shown
+#
+# A policy is trained on a *proxy*: the reward model (PPO, RLOO, best-of-N), the pairs (DPO), or
+# VADER itself (PPO-GT), which is only a proxy for "a positive review". What did the policies learn
+# to do? Next to the reward: response length (tokens, EOS excluded), how often a response ends with
+# EOS before the limit, how often it contains "!", and the words whose share of responses grew the
+# most over SFT.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+STOPWORDS = set("a an the is was were it its this that and but or of to in on for with as at by i my me we "
+                "be are has have had not no so very too out ten".split())
+
+
+def overused(word_rates: dict, base: dict, n: int = 4) -> str:
+    """The n content words whose share of responses grew the most over SFT."""
+    gain = {w: word_rates[w] - base.get(w, 0.0) for w in word_rates if w not in STOPWORDS}
+    top = sorted(gain, key=lambda w: -gain[w])[:n]
+    return ", ".join(f"{w} {base.get(w, 0):.0%}->{word_rates[w]:.0%}" for w in top)
+
+
+base = sft_row["word_rates"]
+print(f"{'policy':14s} {'reward':>6s} {'len':>5s} {'EOS':>5s} {'!':>5s}  overused words (share of responses)")
+for r in [sft_row] + runs + [b for b in bon if b["method"] == "BoN (reward model)" and b["N"] == 16]:
+    name = r["method"] + (f" {r['beta']:g}" if r.get("beta") else "") + (f" N={r['N']}" if "N" in r else "")
+    print(f"{name:14s} {r['reward_mean']:6.3f} {r['length_mean']:5.1f} {r['eos_rate']:5.2f} {r['exclaim_rate']:5.2f}  "
+          f"{overused(r['word_rates'], base) if r is not sft_row else ''}")
+
+# %% [markdown]
+# ### Side by side
+# The first sample for the same held-out prompts, from SFT and from the policy of each method with
+# the highest reward. Every policy is sampled with the same random seed, so where two policies
+# agree on the next-token distribution they write the same words: the differences are the
+# policies', not the dice's.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+best = {}
+for r in runs:
+    if r["method"] not in best or r["reward_mean"] > best[r["method"]]["reward_mean"]:
+        best[r["method"]] = r
+for i, ex in enumerate(sft_row["examples"][:3]):
+    print(f"PROMPT: {ex['prompt']!r}")
+    print(f"  {'SFT':12s} ({ex['reward']:+.2f}) {ex['response']!r}")
+    for method, r in best.items():
+        e = r["examples"][i]
+        print(f"  {method + ' ' + format(r['beta'], 'g'):12s} ({e['reward']:+.2f}) {e['response']!r}")
+
+# %% [markdown]
+# ## 5 · Did DPO's frontier beat PPO's here?
+#
+# A frontier is better if it reaches more reward for the same KL budget. With three beta per method
+# the curves are sparse, so compare the best reward each method reached within a few KL budgets
+# (best-of-N counted at its KL upper bound, which is conservative for it):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+budgets = (1.0, 3.0, 10.0, 30.0)
+points = {m: [(r["kl_mean"], r["reward_mean"], r["reward_se"]) for r in runs if r["method"] == m]
+          for m in ("PPO", "PPO-GT", "RLOO", "DPO")}
+for scorer in ("BoN (reward model)", "BoN (ground truth)"):
+    points[scorer] = [(b["kl_bound"], b["reward_mean"], b["reward_se"]) for b in bon if b["method"] == scorer]
+print(f"{'method':20s}" + "".join(f"  KL <= {b:<4g}      " for b in budgets))
+for method, pts in points.items():
+    cells = []
+    for b in budgets:
+        inside = [p for p in pts if p[0] <= b]
+        if inside:
+            _, reward, se = max(inside, key=lambda p: p[1])
+            cells.append(f"{reward:6.3f} +- {se:.3f}")
+        else:
+            cells.append(f"{'-':>15s}")
+    print(f"{method:20s}" + "".join(f"  {c:15s}" for c in cells))
+
+# %% [markdown]
+# VERDICT_PLACEHOLDER
+#
+# ## Summary
+#
+# * PPO needs four networks' worth of state (policy, value head, reference, reward model), samples
+#   inside the loop, GAE, whitening, two clipped losses and a KL controller; RLOO drops the value head
+#   and GAE; DPO needs the policy, the reference's log-probs and a classification loss.
+# * On the toy, PPO, RLOO and DPO all converge to pi* = pi_ref exp(r/beta) / Z: one objective.
+# * On the language model they differ in which samples they learn from and in what they exploit;
+#   report length, EOS and "!" rates beside any reward.

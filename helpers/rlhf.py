@@ -587,23 +587,15 @@ class NormalisedReward:
         return ((raw - self.mean) / self.std).tolist()
 
 
-def split_pairs_by_prompt(pairs, test_frac: float = 0.1) -> tuple[list[dict], list[dict]]:
-    """Train / held-out split of preference records by prompt (no prompt in both): the last
-    ``test_frac`` of the distinct prompts, in order of first appearance, are held out."""
-    records = [dict(r) for r in pairs]
-    prompts = list(dict.fromkeys(r["prompt"] for r in records))
-    held = set(prompts[len(prompts) - max(1, int(round(test_frac * len(prompts)))):])
-    return [r for r in records if r["prompt"] not in held], [r for r in records if r["prompt"] in held]
-
-
 def load_or_train_pair_reward_model(world, steps: int = 300, test_frac: float = 0.1, n_norm: int = 256,
                                     seed: int = 0, force: bool = False, device=None, path=None):
     """RLHF's reward model, fit to *the same preference pairs DPO trains on*, normalised on SFT samples.
 
     ``helpers.reward_model`` (notebook 01) supplies the model and the Bradley-Terry training loop;
     here its backbone starts from the SFT model (as in InstructGPT) and it is trained on the
-    world's pairs (``helpers.pairs.get_preference_pairs``) minus ``test_frac`` of the prompts,
-    whose pairs measure the held-out accuracy. Cached under ``world.root/rlhf_reward_model``.
+    world's pairs (``helpers.pairs.get_preference_pairs``) minus ``test_frac`` of the prompts
+    (``helpers.implicit.split_pairs``, the split notebooks 06-07 train DPO on), whose pairs measure
+    the held-out accuracy. Cached under ``world.root/rlhf_reward_model``.
 
     Returns:
         reward: ``NormalisedReward`` -- ``reward(texts) -> list[float]`` (prompt + response texts),
@@ -616,6 +608,7 @@ def load_or_train_pair_reward_model(world, steps: int = 300, test_frac: float = 
 
     from helpers import reward_model as rm
     from helpers.evaluate import sample_policy
+    from helpers.implicit import split_pairs
     from helpers.pairs import get_preference_pairs
     from helpers.world import get_prompts, load_sft_model, load_tokenizer
 
@@ -625,7 +618,8 @@ def load_or_train_pair_reward_model(world, steps: int = 300, test_frac: float = 
         info = json.loads(folder.joinpath("info.json").read_text())
         model = rm.load_reward_model(folder, device)
     else:
-        train, test = split_pairs_by_prompt(get_preference_pairs(world, progress=False), test_frac)
+        train, test = split_pairs(get_preference_pairs(world, progress=False), test_frac, seed=0)
+        train, test = [dict(r) for r in train], [dict(r) for r in test]
         model = rm.build_reward_model(backbone=world.sft_dir, seed=seed).to(device or "cpu")
         history = rm.train_reward_model(model, tok, train, steps=steps, seed=seed)
         result = rm.evaluate_pairs(model, tok, test)
@@ -642,6 +636,7 @@ def load_or_train_pair_reward_model(world, steps: int = 300, test_frac: float = 
     # the saved constants, not a re-estimate: every process (notebook, sweep workers) scores alike
     reward = NormalisedReward(lambda texts: rm.score_texts(model, tok, list(texts)).tolist(),
                               mean=info["norm_mean"], std=info["norm_std"])
+    reward.model = model  # the network itself, for whoever needs it (memory accounting, inspection)
     return reward, info
 
 

@@ -177,9 +177,9 @@ def report(results: list[dict], args, device: torch.device, notes: list[str]) ->
 
 
 def main(argv=None) -> None:
-    parser = base_parser(__doc__, default_steps=3)
+    parser = base_parser(__doc__, default_steps=2)
     parser.add_argument("--shape", choices=["gpt2", "tiny", "quick"], default="gpt2")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--max-prompt-length", type=int, default=16)
     parser.add_argument("--loops", nargs="+", default=["ours", "trl"], choices=["ours", "trl"])

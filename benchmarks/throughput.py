@@ -215,14 +215,67 @@ def measure(mode: str, model, tokenizer, records, args, device, tmp: str) -> dic
     return result
 
 
-def profile_side(side, steps: int, top: int = 14) -> str:
-    """torch.profiler over one round: the ops that take the most self CPU time."""
+def profile_side(side, steps: int, top: int = 10) -> dict:
+    """Where one round's time goes: a phase table (cProfile) and the top ops (torch.profiler).
+
+    Phases, as ms per step (cumulative time of the function that does each, over the round):
+    GPT-2 blocks forward (``GPT2Model.forward``: policy and, when held, reference), LM head + log-probs
+    forward (ours: the ``lm_head`` linear and ``log_softmax`` over every position; TRL: its chunked
+    log-prob kernel over the scored positions), backward (``Tensor.backward``), optimizer (AdamW step
+    + grad clipping), data (our ``collate_batch`` / the Trainer's ``get_batch_samples``), and the rest
+    of the wall time (loss, metrics, framework, Python).
+    """
+    import cProfile
+    import inspect
+    import pstats
+
     from torch.profiler import ProfilerActivity, profile
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Model
+
+    def code_key(fn):
+        code = inspect.unwrap(fn).__code__
+        return code.co_filename, code.co_firstlineno
+
+    phases = {"GPT-2 blocks forward": [code_key(GPT2Model.forward)],
+              "LM head + log-probs forward": [("~", "<built-in method torch._C._nn.linear>"),
+                                              ("~", "<method 'log_softmax' of 'torch._C.TensorBase' objects>")],
+              "backward": [code_key(torch.Tensor.backward)],
+              "optimizer (AdamW + clip)": [code_key(torch.optim.AdamW.step),
+                                           code_key(torch.nn.utils.clip_grad_norm_)],
+              "data (collate)": [code_key(collate_batch)]}
+    try:
+        from transformers import Trainer
+        from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+        phases["LM head + log-probs forward"].append(code_key(ChunkedLogProbFunction.forward))
+        phases["data (collate)"].append(code_key(Trainer.get_batch_samples))
+    except ImportError:
+        pass
+
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    ends = side.run(steps)
+    profiler.disable()
+    wall = ends[-1] - t0
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tottime, cumtime, callers)
+    rows, accounted = [], 0.0
+    for phase, keys in phases.items():
+        seconds = 0.0
+        for (filename, line, name), (_, _, _, cumtime, _) in stats.items():
+            if (filename, line) in keys or (filename, name) in keys:
+                seconds += cumtime
+        accounted += seconds
+        rows.append([phase, f"{1000 * seconds / steps:.0f}", f"{100 * seconds / wall:.0f}%"])
+    rows.append(["rest (loss, metrics, framework, Python)", f"{1000 * (wall - accounted) / steps:.0f}",
+                 f"{100 * (wall - accounted) / wall:.0f}%"])
+    rows.append(["**wall**", f"**{1000 * wall / steps:.0f}**", "100%"])
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=activities) as prof:
         side.run(steps)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=44)
+    ops = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=44)
+    return {"phases": rows, "ops": ops}
 
 
 def report(results: list[dict], args, device, notes: list[str]) -> str:
@@ -258,9 +311,23 @@ def report(results: list[dict], args, device, notes: list[str]) -> str:
                             ratio_rows))
         out.append("")
     for res in results:
-        for name, table in res.get("profile", {}).items():
-            out += [f"### profile: {name}, reference {res['mode']} (one round of {args.steps} steps)", "",
-                    "```", table, "```", ""]
+        profiles = res.get("profile")
+        if not profiles:
+            continue
+        names = list(profiles)
+        phase_names = [row[0] for row in profiles[names[0]]["phases"]]
+        rows = []
+        for i, phase in enumerate(phase_names):
+            row = [phase]
+            for name in names:
+                row += profiles[name]["phases"][i][1:]
+            rows.append(row)
+        headers = ["phase"] + [h for name in names for h in (f"{name} ms/step", f"{name} share")]
+        out += [f"### Where the time goes: reference {res['mode']} (cProfile, one round of {args.steps} steps "
+                f"per side)", "", md_table(headers, rows), ""]
+        for name in names:
+            out += [f"torch.profiler, {name}, reference {res['mode']}: top ops by self CPU time", "", "```",
+                    profiles[name]["ops"], "```", ""]
     return "\n".join(out)
 
 

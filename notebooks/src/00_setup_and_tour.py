@@ -95,10 +95,10 @@ print("cache:", config.cache_dir())
 #
 # | # | notebook | what you learn | CPU, `tiny` (2 cores) | Colab T4, `gpt2` |
 # |---|---|---|---|---|
-# | 00 | Set-up and tour | environment, profiles, two warm-up exercises | < 1 min | < 1 min |
-# | 01 | Preferences and Bradley-Terry | $P(y_w\succ y_l)=\sigma(r_w-r_l)$; fitting rewards by maximum likelihood; a reward model on text | ≈ 1–2 min | ≈ 2 min (est.) |
-# | 02 | The RLHF objective and its optimal policy | $\max_\pi \mathbb{E}[r]-\beta\,\mathrm{KL}$; $\pi^*\propto\pi_{\mathrm{ref}}e^{r/\beta}$; what $\beta$ does | < 1 min | < 1 min (est.) |
-# | 03 | Deriving DPO | $Z(x)$ cancels; the DPO loss; convergence to $\pi^*$; gradient weight; cDPO and IPO | ≈ 1 min | < 1 min (est.) |
+# | 00 | Set-up and tour | environment, profiles, two warm-up exercises | ≈ 15 s | < 1 min (est.) |
+# | 01 | Preferences and Bradley-Terry | $P(y_w\succ y_l)=\sigma(r_w-r_l)$; fitting rewards by maximum likelihood; a reward model on text | ≈ 1 min | ≈ 2 min (est.) |
+# | 02 | The RLHF objective and its optimal policy | $\max_\pi \mathbb{E}[r]-\beta\,\mathrm{KL}$; $\pi^*\propto\pi_{\mathrm{ref}}e^{r/\beta}$; what $\beta$ does | ≈ 15 s | < 1 min (est.) |
+# | 03 | Deriving DPO | $Z(x)$ cancels; the DPO loss; convergence to $\pi^*$; gradient weight; cDPO and IPO | ≈ 40 s | < 1 min (est.) |
 # | 04 | Sequence log-probabilities | $\log\pi(y\mid x)$ as a sum over tokens: shifts, masks, padding | ≈ 1 min (est.) | ≈ 1 min (est.) |
 # | 05 | The SFT reference model | training $\pi_{\mathrm{ref}}$ on reviews | ≈ 3 min (est.) | ≈ 10 min (est.) |
 # | 06 | The DPO training loop | DPO on sampled, reward-ranked pairs; metrics that matter | ≈ 3 min (est.) | ≈ 15 min (est.) |

@@ -83,10 +83,18 @@ def sample_policy(model, tokenizer, prompts: list[str], n_samples_per_prompt: in
         for start in tqdm(range(0, len(jobs), batch_size), desc="sampling", disable=not progress):
             batch = jobs[start:start + batch_size]
             input_ids, attention_mask = _left_padded([prompt_ids[i] for i in batch], pad, device)
-            generated = model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, do_sample=True, top_k=0,
-                top_p=1.0, temperature=temperature, max_new_tokens=max_new_tokens,
-                pad_token_id=pad, eos_token_id=eos)
+            # generate() drops an all-ones attention mask, then finds the pad ids it writes after
+            # a row's EOS and warns that a mask is "missing". Finished rows are ignored anyway;
+            # hiding the config's pad id during the call (pad_token_id is passed explicitly)
+            # keeps that false alarm out of the notebooks without muting the warning elsewhere.
+            config_pad, model.config.pad_token_id = model.config.pad_token_id, None
+            try:
+                generated = model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, do_sample=True, top_k=0,
+                    top_p=1.0, temperature=temperature, max_new_tokens=max_new_tokens,
+                    pad_token_id=pad, eos_token_id=eos)
+            finally:
+                model.config.pad_token_id = config_pad
             new_tokens = generated[:, input_ids.shape[1]:].tolist()  # (B, <= max_new_tokens)
             for i, row in zip(batch, new_tokens):
                 ended = eos in row

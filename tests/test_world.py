@@ -238,3 +238,32 @@ def test_gpt2_code_path_on_local_files(small_world, tmp_path):
     assert len(history["loss"]) >= 1 and Path(world.sft_dir, "model.safetensors").exists()
     assert W.load_sft_model(world).config.n_layer == small_world.n_layer
     assert W.get_prompts(world, n=5, tokenizer=tok)
+
+
+def test_tiny_makes_hub_calls_fail_at_once_even_after_import():
+    """HF_HUB_OFFLINE in the environment only counts before the libraries are imported; a fresh
+    process that imported them first must still fail fast after choose_profile("tiny")."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import time, transformers, datasets\n"
+        "from helpers.world import choose_profile\n"
+        "choose_profile('tiny')\n"
+        "t = time.monotonic()\n"
+        "try:\n"
+        "    transformers.AutoConfig.from_pretrained('dpo-course/no-such-model')\n"
+        "except OSError:\n"
+        "    pass\n"
+        "try:\n"
+        "    datasets.load_dataset('dpo-course/no-such-dataset')\n"
+        "except Exception:\n"
+        "    pass\n"
+        "print(time.monotonic() - t)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    root = Path(W.__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) < 5

@@ -24,7 +24,9 @@ IGNORE_INDEX = -100
 def tokenize_texts(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     """``tokens(text) + [eos]`` for each text, cut to ``max_length`` tokens."""
     eos = tokenizer.eos_token_id
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    # truncate while tokenizing (IMDb reviews run to 1000+ tokens); a text of max_length tokens
+    # or more then loses its EOS below, as it should: the review did not end there
+    ids = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
     return [(row + [eos])[:max_length] for row in ids]
 
 

@@ -327,6 +327,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help=f"output JSON (default {DEFAULT_OUT}; /tmp for --quick)")
     ap.add_argument("--one", nargs=2, metavar=("METHOD", "BETA"), help=argparse.SUPPRESS)
     ap.add_argument("--only", nargs="*", default=None, help="methods to run (PPO RLOO PPO-GT DPO BoN)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (wall times then include contention)")
     args = ap.parse_args()
     os.environ.setdefault("DPO_PROFILE", "tiny")
     from helpers.world import set_hub_offline
@@ -350,21 +351,35 @@ def main() -> None:
     runs = [r for r in previous.get("runs", []) if r["method"] not in only]
     jobs = [("PPO", b) for b in s["ppo_betas"]] + [("PPO-GT", b) for b in s["ppo_gt_betas"]] + \
            [("RLOO", b) for b in s["rloo_betas"]] + [("DPO", b) for b in s["dpo_betas"]]
-    for method, beta in jobs:
-        if method not in only:
-            continue
-        t = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--one", method, str(beta)] + (["--quick"] if args.quick else []),
-                              capture_output=True, text=True, env=dict(os.environ))
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not line:
-            print(proc.stdout[-3000:], proc.stderr[-3000:])
-            raise SystemExit(f"{method} beta={beta} failed")
-        runs.append(json.loads(line[0][len("RESULT "):]))
-        r = runs[-1]
-        print(f"{method:7s} beta={beta:<5} reward {r['reward_mean']:.3f}+-{r['reward_se']:.3f} "
-              f"KL {r['kl_mean']:.2f}+-{r['kl_se']:.2f}  train {r['wall_s']:.0f}s  ({time.perf_counter() - t:.0f}s)",
-              flush=True)
+    # each finished run is kept in a folder, so an interrupted sweep resumes where it stopped
+    done_dir = cache_dir() / ("frontier_runs_quick" if args.quick else "frontier_runs")
+    done_dir.mkdir(parents=True, exist_ok=True)
+    todo = [(m, b) for m, b in jobs if m in only]
+    pending, procs = list(todo), {}
+    while pending or procs:
+        while pending and len(procs) < args.jobs:
+            method, beta = pending.pop(0)
+            if (done_dir / f"{method}_{beta}.json").exists():
+                continue
+            cmd = [sys.executable, __file__, "--one", method, str(beta)] + (["--quick"] if args.quick else [])
+            procs[(method, beta)] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+                                     time.perf_counter())
+        for key, (proc, t) in list(procs.items()):
+            if proc.poll() is None:
+                continue
+            stdout, stderr = proc.communicate()
+            del procs[key]
+            line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode or not line:
+                print(stdout[-3000:], stderr[-3000:])
+                raise SystemExit(f"{key} failed")
+            (done_dir / f"{key[0]}_{key[1]}.json").write_text(line[0][len("RESULT "):])
+            r = json.loads(line[0][len("RESULT "):])
+            print(f"{key[0]:7s} beta={key[1]:<5} reward {r['reward_mean']:.3f}+-{r['reward_se']:.3f} "
+                  f"KL {r['kl_mean']:.2f}+-{r['kl_se']:.2f}  train {r['wall_s']:.0f}s  ({time.perf_counter() - t:.0f}s)",
+                  flush=True)
+        time.sleep(1)
+    runs += [json.loads((done_dir / f"{m}_{b}.json").read_text()) for m, b in todo]
     if "BoN" in only or "bon" not in previous:
         bon, sft_row = run_bon_and_sft(s)
     else:

@@ -171,6 +171,19 @@ for ratio, a in [(1.5, 1.0), (1.1, 1.0), (0.5, -1.0), (0.5, 1.0)]:
 # The last line is the pessimistic side: a token whose ratio moved the *wrong* way (down, although
 # its advantage is positive) keeps its gradient, so PPO can undo its own mistakes.
 #
+# **The KL coefficient.** A frontier sweep keeps beta fixed per run (`FixedKLController`). InstructGPT-
+# style training often lets it adapt instead (Ziegler et al. 2019): after each batch,
+# $\beta \leftarrow \beta\,(1 + e\,n/H)$ with $e = \mathrm{clip}(\mathrm{KL}/\mathrm{KL}_\text{target} - 1, -0.2, 0.2)$,
+# n samples in the batch and horizon H -- a KL above target raises beta, below target lowers it:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+ctl = rlhf.AdaptiveKLController(init_beta=0.1, target=6.0, horizon=1000)
+for measured_kl in (12.0, 12.0, 6.6, 3.0, 6.0):
+    ctl.update(measured_kl, n_steps=256)
+    print(f"measured KL {measured_kl:4.1f} nats -> beta {ctl.value:.4f}")
+
+# %% [markdown]
 # **RLOO** (Ahmadian et al. 2024) drops the value head and GAE. Sample k responses per prompt, give
 # each one reward $R_i = r(x, y_i) - \beta\log\frac{\pi(y_i|x)}{\pi_\text{ref}(y_i|x)}$ for the whole
 # sequence, and use as its baseline the mean reward of the *other* k - 1 samples. The baseline must not
@@ -282,7 +295,9 @@ if RUN_SWEEP:
     import subprocess
     import sys
 
-    subprocess.run([sys.executable, "../scripts/run_frontier.py"], check=True)
+    from helpers.config import REPO_ROOT
+
+    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "run_frontier.py")], check=True)
 frontier = json.loads((DATA_DIR / "frontier.json").read_text())
 print("sweep of", frontier["meta"]["date"], "| total", round(frontier["meta"]["total_s"] / 60), "min")
 
@@ -321,15 +336,20 @@ held = {"PPO": "policy+value head, pi_ref, reward model", "PPO-GT": "policy+valu
         "RLOO": "policy, pi_ref, reward model", "DPO": "policy, pi_ref (log-probs precomputed once)"}
 loc = frontier["lines_of_code"]
 print(f"{'method':7s} {'models in memory':42s} {'lines':>5s} {'train s':>8s} {'state MB':>8s} {'peak +MB':>8s} {'samples':>8s}")
+from helpers.pairs import load_pairs_stats
+
+pair_samples = load_pairs_stats(world)["n_samples"]  # SFT samples behind the pairs (DPO and the reward model)
 for method in ("PPO", "PPO-GT", "RLOO", "DPO"):
     rows = [r for r in runs if r["method"] == method]
+    samples = f"{pair_samples} (offline)" if method == "DPO" else str(int(np.mean([r["samples"] for r in rows])))
     print(f"{method:7s} {held[method]:42s} {loc[method]:5d} {np.mean([r['wall_s'] for r in rows]):8.0f} "
           f"{np.mean([r['state_mb'] for r in rows]):8.1f} {np.max([r['train_rss_mb'] for r in rows]):8.0f} "
-          f"{int(np.mean([r['samples'] for r in rows])):8d}")
+          f"{samples:>8s}")
 rm_info = frontier["reward_model"]
 print(f"reward model: {loc['reward model']} lines, trained in {rm_info.get('train_s', float('nan')):.0f} s, "
       f"held-out pair accuracy {rm_info.get('heldout_accuracy', float('nan')):.3f}")
-print(f"best-of-N: no training; N samples + N scores per prompt at inference")
+print(f"(PPO and RLOO also need the reward model, itself trained on the {pair_samples} offline samples' pairs)")
+print("best-of-N: no training; SFT + reward model in memory; N samples + N scores per prompt at inference")
 
 # %% [markdown]
 # ### Reward hacking, shown

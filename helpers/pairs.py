@@ -128,6 +128,7 @@ def build_pairs_for_world(world, n_prompts: int = 1000, k: int = 4, seed: int = 
     from helpers.config import get_device
     from helpers.world import (
         atomic_build_dir,
+        build_threads,
         check_world_spec,
         get_prompts,
         get_reward_fn,
@@ -143,10 +144,11 @@ def build_pairs_for_world(world, n_prompts: int = 1000, k: int = 4, seed: int = 
     tokenizer = load_tokenizer(world)
     model = load_sft_model(world, device=device)
     prompts = get_prompts(world, world.pairs_split, n_prompts, seed=seed, tokenizer=tokenizer)
-    dataset, stats = build_preference_pairs(
-        model, tokenizer, prompts, get_reward_fn(world, device=device), k=k,
-        max_new_tokens=world.max_new_tokens, seed=seed, drop_truncated=world.pairs_drop_truncated,
-        progress=progress)
+    with build_threads(device):  # same pairs whoever builds them (see helpers.world.build_threads)
+        dataset, stats = build_preference_pairs(
+            model, tokenizer, prompts, get_reward_fn(world, device=device), k=k,
+            max_new_tokens=world.max_new_tokens, seed=seed, drop_truncated=world.pairs_drop_truncated,
+            progress=progress)
     with atomic_build_dir(path, replace_existing=force) as tmp:
         dataset.save_to_disk(str(tmp / "dataset"))
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))

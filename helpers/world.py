@@ -290,6 +290,34 @@ def get_world(profile: str | None = None, **overrides) -> World:
     return tiny_world(**overrides) if chosen == "tiny" else gpt2_world(**overrides)
 
 
+BUILD_THREADS = 1
+
+
+@contextmanager
+def build_threads(device):
+    """Run a build step on ``BUILD_THREADS`` torch CPU threads (restored afterwards) when on CPU.
+
+    Why one thread: (1) reproducibility -- the float sums of a matmul split over 2 threads round
+    differently (weights differed by 2.5e-6 after 15 SFT steps), which after 300 steps changes
+    samples, pairs and every number a notebook prints; with a fixed thread count the tiny world
+    is the same whether CI's build command or a notebook built it. (2) speed on a shared machine:
+    with the 2 cores oversubscribed (load ~10), one SFT step took 0.6 s on 1 thread and 4-6 s on
+    2 (OpenMP threads spin-wait for each other). On an idle 2-core machine 1 thread costs little
+    for a 1 M-parameter model.
+    """
+    import torch
+
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 @contextmanager
 def atomic_build_dir(path: str | os.PathLike, replace_existing: bool = True):
     """Yield a temporary sibling folder; on success it replaces ``path`` in one rename.
@@ -513,9 +541,10 @@ def build_sft_model(world: World, force: bool = False, device=None, progress: bo
     model = load_base_model(world, device=device)
     texts = load_reviews(world, world.sft_split)
     eval_texts = load_reviews(world, world.eval_split)[:n_eval]
-    result = train_sft(model, tok, texts, steps=world.sft_steps, batch_size=world.sft_batch_size,
-                       lr=world.sft_lr, max_length=world.sft_max_length, seed=world.seed,
-                       eval_texts=eval_texts, device=device, progress=progress)
+    with build_threads(device):
+        result = train_sft(model, tok, texts, steps=world.sft_steps, batch_size=world.sft_batch_size,
+                           lr=world.sft_lr, max_length=world.sft_max_length, seed=world.seed,
+                           eval_texts=eval_texts, device=device, progress=progress)
     with atomic_build_dir(world.sft_dir, replace_existing=force) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -615,10 +644,8 @@ def build_world(world: World | None = None, force: bool = False, pairs: bool = T
         from helpers.pairs import build_pairs_for_world  # layer 3, imported only by this command
 
         stages.append(("pairs", lambda w, force: build_pairs_for_world(w, force=force, progress=progress)))
-    import torch
-
     timings = {}
-    print(f"building {world.root} with {torch.get_num_threads()} torch thread(s)", flush=True)
+    print(f"building {world.root}", flush=True)
     for name, build in stages:
         start, cpu_start = time.perf_counter(), time.process_time()
         build(world, force=force)
@@ -683,19 +710,8 @@ def main(argv=None) -> None:
                         help="build: every missing stage (and print timings); report: print its numbers as JSON")
     parser.add_argument("--force", action="store_true", help="rebuild every stage from nothing")
     parser.add_argument("--no-pairs", action="store_true", help="stop after the SFT model")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's, or 1 when the CPU is already busy)")
     args = parser.parse_args(argv)
     set_hub_offline()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    elif hasattr(os, "getloadavg") and os.getloadavg()[0] >= (os.cpu_count() or 1) and torch.get_num_threads() > 1:
-        # Measured on a shared 2-core machine (load ~10): one SFT step took 0.6 s with 1 thread
-        # and 4-6 s with 2 -- OpenMP threads spin-wait for each other when the CPU is oversubscribed.
-        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: using 1 torch thread")
-        torch.set_num_threads(1)
     if args.command == "build":
         build_world(tiny_world(), force=args.force, pairs=not args.no_pairs)
     else:

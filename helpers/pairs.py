@@ -134,11 +134,13 @@ def build_pairs_for_world(world, n_prompts: int = 1000, k: int = 4, seed: int = 
         get_reward_fn,
         load_sft_model,
         load_tokenizer,
+        stage_is_current,
+        stamp_stage,
     )
 
     check_world_spec(world)
     path = _pairs_path(world, n_prompts, k, seed)
-    if (path / "stats.json").exists() and not force:
+    if not force and stage_is_current(world, path):
         return datasets.load_from_disk(str(path / "dataset"))
     device = device or get_device()
     tokenizer = load_tokenizer(world)
@@ -149,9 +151,10 @@ def build_pairs_for_world(world, n_prompts: int = 1000, k: int = 4, seed: int = 
             model, tokenizer, prompts, get_reward_fn(world, device=device), k=k,
             max_new_tokens=world.max_new_tokens, seed=seed, drop_truncated=world.pairs_drop_truncated,
             progress=progress)
-    with atomic_build_dir(path, replace_existing=force) as tmp:
+    with atomic_build_dir(path, lambda: not force and stage_is_current(world, path)) as tmp:
         dataset.save_to_disk(str(tmp / "dataset"))
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+        stamp_stage(world, tmp)
     return datasets.load_from_disk(str(path / "dataset"))
 
 

@@ -52,6 +52,11 @@ from helpers.config import cache_dir
 from helpers.rewards import DEFAULT_CLASSIFIER, RewardFn, make_reward_fn
 
 PROFILES = ("auto", "tiny", "gpt2")
+# Bump to invalidate every cached world (e.g. when how a stage is built changes): the next load
+# deletes the stale artifacts under the world's root -- everything built from the old SFT model
+# included -- and rebuilds.
+WORLD_VERSION = 2
+STAGE_STAMP = "world_spec.json"
 HUB_PROBE = "huggingface.co:443"
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -319,12 +324,12 @@ def build_threads(device):
 
 
 @contextmanager
-def atomic_build_dir(path: str | os.PathLike, replace_existing: bool = True):
+def atomic_build_dir(path: str | os.PathLike, keep_existing=None):
     """Yield a temporary sibling folder; on success it replaces ``path`` in one rename.
 
     Two processes building the same world at once (two notebooks started together) each write
-    their own temporary folder; with ``replace_existing=False`` the later one keeps the folder
-    the first one finished and discards its own copy (same seed, same content).
+    their own temporary folder. ``keep_existing()`` is asked at the end: if ``path`` exists and it
+    says True (another process finished an up-to-date copy first), ours is discarded instead.
     """
     path = Path(path)
     tmp = path.with_name(path.name + f".building-{os.getpid()}")
@@ -335,24 +340,57 @@ def atomic_build_dir(path: str | os.PathLike, replace_existing: bool = True):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if path.exists() and replace_existing:
+    if path.exists():
+        if keep_existing is not None and keep_existing():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         shutil.rmtree(path, ignore_errors=True)
     try:
         tmp.rename(path)
     except OSError:
         if not path.exists():
             raise
-        shutil.rmtree(tmp, ignore_errors=True)  # someone else finished first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)  # someone else renamed theirs in between: keep it
 
 
 def _spec(world: World) -> dict:
-    """What the built artifacts depend on: every setting except where they live."""
+    """What the built artifacts depend on: every setting except where they live (paths inside
+    ``root`` are written relative to it, so a moved cache still matches)."""
     from helpers.corpus import CORPUS_VERSION
 
     spec = asdict(world)
     spec.pop("root")
     spec["corpus_version"] = CORPUS_VERSION
-    return json.loads(json.dumps(spec))  # tuples -> lists, as they come back from disk
+    spec["world_version"] = WORLD_VERSION
+    return _relative_to_root(json.loads(json.dumps(spec)), world.root)  # tuples -> lists
+
+
+def _relative_to_root(spec: dict, root: str) -> dict:
+    """``spec`` with the prefix ``root`` of every path replaced by ``<root>``."""
+    text = json.dumps(spec)
+    return json.loads(text.replace(json.dumps(str(root))[1:-1], "<root>"))
+
+
+def stage_is_current(world: World, folder: str | os.PathLike) -> bool:
+    """Was ``folder`` (one build stage) built with this world's settings?
+
+    Each stage stamps its folder with the settings it was built from (``STAGE_STAMP``, written
+    inside the temporary folder before the atomic rename). The root's ``world.json`` alone is not
+    enough: a process still running older code could finish a stage after a newer one claimed
+    the root.
+    """
+    stamp = Path(folder) / STAGE_STAMP
+    if not stamp.exists():
+        return False
+    try:
+        return _relative_to_root(json.loads(stamp.read_text()), world.root) == _spec(world)
+    except json.JSONDecodeError:
+        return False
+
+
+def stamp_stage(world: World, folder: Path) -> None:
+    """Write the settings stamp that ``stage_is_current`` reads into a stage's folder."""
+    (folder / STAGE_STAMP).write_text(json.dumps(_spec(world), indent=1))
 
 
 def check_world_spec(world: World) -> None:
@@ -364,7 +402,7 @@ def check_world_spec(world: World) -> None:
     spec = _spec(world)
     if spec_file.exists():
         try:
-            if json.loads(spec_file.read_text()) == spec:
+            if _relative_to_root(json.loads(spec_file.read_text()), world.root) == spec:
                 return
         except json.JSONDecodeError:
             pass
@@ -393,7 +431,7 @@ def build_corpus(world: World, force: bool = False) -> None:
     if world.profile != "tiny":
         return
     folder = Path(next(iter(world.data_files.values()))).parent
-    if folder.exists() and not force and all(Path(f).exists() for f in world.data_files.values()):
+    if not force and stage_is_current(world, folder) and all(Path(f).exists() for f in world.data_files.values()):
         return
     from helpers.corpus import generate_reviews
 
@@ -406,7 +444,8 @@ def build_corpus(world: World, force: bool = False) -> None:
     for name, size in sizes.items():
         splits[name] = reviews[start:start + size]
         start += size
-    with atomic_build_dir(folder, replace_existing=force) as tmp:
+    with atomic_build_dir(folder, lambda: not force and stage_is_current(world, folder)) as tmp:
+        stamp_stage(world, tmp)
         for name, texts in splits.items():
             with open(tmp / Path(world.data_files[name]).name, "w") as f:
                 for text in texts:
@@ -443,7 +482,7 @@ def build_tokenizer(world: World, force: bool = False) -> None:
     check_world_spec(world)
     if world.profile != "tiny":
         return
-    if Path(world.tokenizer_name, "tokenizer.json").exists() and not force:
+    if not force and stage_is_current(world, world.tokenizer_name):
         return
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -460,8 +499,9 @@ def build_tokenizer(world: World, force: bool = False) -> None:
         tokenizer_object=bpe, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, unk_token=EOS_TOKEN,
         pad_token=PAD_TOKEN, model_max_length=world.n_positions,
         clean_up_tokenization_spaces=False)  # keep " ." etc. exactly: decode(encode(t)) == t
-    with atomic_build_dir(world.tokenizer_name, replace_existing=force) as tmp:
+    with atomic_build_dir(world.tokenizer_name, lambda: not force and stage_is_current(world, world.tokenizer_name)) as tmp:
         tok.save_pretrained(tmp)
+        stamp_stage(world, tmp)
 
 
 def load_tokenizer(world: World):
@@ -489,7 +529,7 @@ def build_base_model(world: World, force: bool = False) -> None:
     check_world_spec(world)
     if world.profile != "tiny":
         return
-    if Path(world.base_model, "config.json").exists() and not force:
+    if not force and stage_is_current(world, world.base_model):
         return
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -508,9 +548,10 @@ def build_base_model(world: World, force: bool = False) -> None:
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
-    with atomic_build_dir(world.base_model, replace_existing=force) as tmp:
+    with atomic_build_dir(world.base_model, lambda: not force and stage_is_current(world, world.base_model)) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        stamp_stage(world, tmp)
 
 
 def load_base_model(world: World, device=None):
@@ -531,7 +572,7 @@ def build_sft_model(world: World, force: bool = False, device=None, progress: bo
         the ``train_sft`` result (losses), or None if the model was already built.
     """
     check_world_spec(world)
-    if Path(world.sft_dir, "config.json").exists() and not force:
+    if not force and stage_is_current(world, world.sft_dir):
         return None
     from helpers.config import get_device
     from helpers.sft import train_sft
@@ -545,10 +586,11 @@ def build_sft_model(world: World, force: bool = False, device=None, progress: bo
         result = train_sft(model, tok, texts, steps=world.sft_steps, batch_size=world.sft_batch_size,
                            lr=world.sft_lr, max_length=world.sft_max_length, seed=world.seed,
                            eval_texts=eval_texts, device=device, progress=progress)
-    with atomic_build_dir(world.sft_dir, replace_existing=force) as tmp:
+    with atomic_build_dir(world.sft_dir, lambda: not force and stage_is_current(world, world.sft_dir)) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "sft_history.json").write_text(json.dumps(result, indent=1))
+        stamp_stage(world, tmp)
     return result
 
 

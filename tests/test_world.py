@@ -267,3 +267,28 @@ def test_tiny_makes_hub_calls_fail_at_once_even_after_import():
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.strip().splitlines()[-1]) < 5
+
+
+def test_stale_stages_are_rebuilt(tmp_path, capsys):
+    """A cache built with other settings is wiped (with everything built on it), and a stage
+    folder without an up-to-date stamp is rebuilt, whoever left it there."""
+    tiny = dict(n_reviews=700, split_sizes={"prefs": 50, "test": 50}, vocab_size=400, n_layer=1,
+                n_embd=16, n_head=2, sft_steps=2, sft_batch_size=8)
+    world = W.tiny_world(tmp_path / "w", **tiny)
+    W.build_world(world, pairs=False, progress=False)
+    assert W.stage_is_current(world, world.sft_dir)
+    downstream = Path(world.root, "dpo_runs")  # e.g. another module's results built on this SFT model
+    downstream.mkdir()
+    # other settings, same folder: everything goes, the new settings are built
+    changed = W.tiny_world(tmp_path / "w", **{**tiny, "sft_steps": 3})
+    assert W.load_sft_history(changed)["steps"][-1] == 3
+    assert not downstream.exists() and "other settings" in capsys.readouterr().out
+    assert not W.stage_is_current(world, changed.sft_dir)
+    # a stage left without a stamp (an older process finished it late): rebuilt
+    Path(changed.sft_dir, W.STAGE_STAMP).unlink()
+    W.load_sft_model(changed)
+    assert W.stage_is_current(changed, changed.sft_dir)
+    # a moved cache still matches its settings
+    W.shutil.copytree(tmp_path / "w", tmp_path / "moved")
+    moved = W.tiny_world(tmp_path / "moved", **{**tiny, "sft_steps": 3})
+    assert all(W.stage_is_current(moved, p) for p in (moved.tokenizer_name, moved.base_model, moved.sft_dir))

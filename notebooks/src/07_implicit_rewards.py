@@ -26,6 +26,7 @@ import transformers
 
 from helpers import checks, viz
 from helpers.config import get_device, seed_everything
+from helpers.corpus import GOODHART_WORD, NEGATIVE_WORDS, OPINION_VERBS, POSITIVE_WORDS
 from helpers.evaluate import evaluate_policy, sample_policy
 from helpers.implicit import (beta_sweep, best_of_n_curve, bon_kl_bound, dpo_sizes, implicit_vs_true,
                               load_or_train_dpo, make_dpo_config, pair_implicit_rewards, ranking_accuracy,
@@ -242,13 +243,31 @@ print(f"{'raised most':>30}   |   {'lowered most':>30}")
 for hi, lo in zip(table[:12], table[::-1][:12]):
     print(f"{fmt(hi):>30}   |   {fmt(lo):>30}")
 
+# the same credits grouped by what the token is
+groups = {"positive opinion words": set(POSITIVE_WORDS) | {w for w, g in OPINION_VERBS.items() if g > 0},
+          "negative opinion words": set(NEGATIVE_WORDS) | {w for w, g in OPINION_VERBS.items() if g < 0},
+          f'"{GOODHART_WORD}"': {GOODHART_WORD}, '"!"': {"!"}, "EOS": {"<|endoftext|>"}}
+credit = {g: [] for g in [*groups, "everything else"]}
+for row in many:
+    for tok, value in zip(row["tokens"], row["rewards"]):
+        group = next((g for g, words in groups.items() if tok.strip() in words), "everything else")
+        credit[group].append(value)
+print()
+for g, values in credit.items():
+    if values:
+        v = np.asarray(values)
+        se = v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+        print(f"{g:>24}: mean credit {v.mean():+.3f} ± {se:.3f} over {len(v)} tokens")
+
 # %% [markdown]
-# What the heat map and the table show (in the `tiny` profile, with VADER as the ground truth):
-# DPO learned to raise positive opinion words and to lower negative ones, and it learned it from
-# comparisons alone. Look also at the EOS (`<|endoftext|>`) and at punctuation: changes there are
-# changes in *length* and *style*, which the ground-truth reward may or may not have asked for.
-# And look for the genre word "comedy", which VADER scores as positive: a token DPO raises
-# only because the reward is gameable.
+# How to read the numbers above. The grouped means are the robust summary: over thousands of
+# tokens, compare the credit DPO gives to positive opinion words, to negative ones, and to
+# everything else. The top and bottom of the per-token table are noisier: a token's credit depends
+# on its context, so plot words that often appear next to praise (or to criticism) inherit some of
+# it, and tokens seen a dozen times carry a lot of sampling noise. Look also at the EOS and at "!":
+# credit there is a change of *length* and *style* (VADER boosts a sentence that ends in "!"), which
+# the ground-truth reward pays for without anyone having asked for it. The genre word "comedy",
+# which VADER scores as positive, is the place to look for reward hacking.
 #
 # ## 6. Browse the examples
 #
@@ -300,7 +319,9 @@ print("KL bound: ", [f"{bon_kl_bound(n):.3f}" for n in SIZES["bon_ns"]])
 # NBVAL_IGNORE_OUTPUT
 eval_prompts = get_prompts(world, world.eval_split, n=SIZES["n_eval_prompts"], seed=0, tokenizer=tokenizer)
 start = time.perf_counter()
-sweep = beta_sweep(world, SIZES["sweep_betas"], train_pairs, eval_prompts, reward_fn,
+# a sweep run takes sweep_steps x batch_size pairs: score (and train on) just those
+n_sweep = min(len(train_pairs), SIZES["sweep_steps"] * config.batch_size * config.gradient_accumulation_steps)
+sweep = beta_sweep(world, SIZES["sweep_betas"], train_pairs.select(range(n_sweep)), eval_prompts, reward_fn,
                    base_config=replace(config, max_steps=SIZES["sweep_steps"]), tokenizer=tokenizer,
                    ref_model=ref_model, n_samples_per_prompt=SIZES["samples_per_prompt"], device=device)
 bon = best_of_n_curve(ref_model, tokenizer, eval_prompts, reward_fn, SIZES["bon_ns"], world.max_new_tokens,

@@ -503,9 +503,10 @@ def plot_toy_convergence(histories: dict, ax=None):
 
 
 def plot_rlhf_frontier(runs: list[dict], bon: list[dict] | None = None, sft: dict | None = None, ax=None,
-                  title="reward vs KL on held-out prompts"):
+                  title="reward vs KL on held-out prompts", xscale: str = "symlog"):
     """The reward-vs-KL frontier (DPO paper, Fig. 2 left): one line per method through its betas,
-    error bars = standard errors over prompts; best-of-N at its KL upper bound log N - (N-1)/N."""
+    error bars = standard errors over prompts; best-of-N at its KL upper bound log N - (N-1)/N.
+    ``xscale="symlog"`` (linear below 1 nat, logarithmic above) keeps KLs of 0.2 and 60 nats readable."""
     ax = _ax(ax, (7.5, 4.5))
     methods = list(dict.fromkeys(r["method"] for r in runs))
     markers = {"PPO": "o", "PPO-GT": "s", "RLOO": "^", "DPO": "D"}
@@ -525,7 +526,11 @@ def plot_rlhf_frontier(runs: list[dict], bon: list[dict] | None = None, sft: dic
     if sft is not None:
         ax.errorbar([sft["kl_mean"]], [sft["reward_mean"]], yerr=[sft["reward_se"]], marker="*", ms=12,
                     color="k", ls="none", label="SFT (pi_ref)")
-    ax.set_xlabel("KL(pi || pi_ref) (nats per response)")
+    if xscale == "symlog":
+        ax.set_xscale("symlog", linthresh=1.0)
+    else:
+        ax.set_xscale(xscale)
+    ax.set_xlabel("KL(pi || pi_ref) (nats per response" + (", symlog scale)" if xscale == "symlog" else ")"))
     ax.set_ylabel("ground-truth reward (mean)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")

@@ -409,7 +409,7 @@ for i, ex in enumerate(sft_row["examples"][:3]):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-budgets = (1.0, 3.0, 10.0, 30.0)
+budgets = (1.0, 3.0, 10.0, 100.0)
 points = {m: [(r["kl_mean"], r["reward_mean"], r["reward_se"]) for r in runs if r["method"] == m]
           for m in ("PPO", "PPO-GT", "RLOO", "DPO")}
 for scorer in ("BoN (reward model)", "BoN (ground truth)"):

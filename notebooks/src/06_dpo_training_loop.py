@@ -81,9 +81,14 @@ for r in train_pairs.select(range(3)):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-policy = copy.deepcopy(sft)
-policy.train()
-disable_dropout(policy)
+def fresh_policy():
+    """A trainable copy of the SFT model (the reference itself stays frozen)."""
+    model = copy.deepcopy(sft).train()
+    model.requires_grad_(True)
+    return disable_dropout(model)
+
+
+policy = fresh_policy()
 ref_model = freeze_reference(sft)
 n_train = sum(p.numel() for p in policy.parameters() if p.requires_grad)
 n_ref = sum(p.numel() for p in ref_model.parameters() if p.requires_grad)
@@ -207,8 +212,7 @@ print(f"device {device}: autocast dtype {autocast_dtype(device)} (None = float32
 from helpers.train import epoch_order
 
 small = replace(config, max_steps=3, eval_every=0, warmup_steps=2)
-hand = copy.deepcopy(sft).train()
-disable_dropout(hand)
+hand = fresh_policy()
 seed_everything(small.seed)
 optimizer, scheduler = build_optimizer(hand, small)
 order = epoch_order(len(examples), small.seed, epoch=0)
@@ -224,7 +228,7 @@ for step in range(small.max_steps):
     optimizer.zero_grad(set_to_none=True)
     hand_losses.append(loss.item())
 
-helper_policy = copy.deepcopy(sft).train()
+helper_policy = fresh_policy()
 helper_metrics = train_dpo(helper_policy, ref_model, tokenizer, train_pairs, small, ref_logps=ref_logps,
                            progress=False)
 print("same losses (to 1e-5):", all(abs(a - m["loss"]) < 1e-5 for a, m in zip(hand_losses, helper_metrics)))
@@ -297,7 +301,7 @@ eval_fn = scalar_eval_fn(ref_model, tokenizer, eval_prompts, reward_fn, SIZES["s
 run_dir = dpo_run_dir(world, config, train_pairs)
 run_config = replace(config, checkpoint_dir=str(run_dir), checkpoint_every=20, metrics_csv=str(run_dir / "metrics.csv"))
 print(run_config)
-policy = copy.deepcopy(sft).train()
+policy = fresh_policy()
 start = time.perf_counter()
 metrics = train_dpo(policy, ref_model, tokenizer, train_pairs, run_config, eval_fn=eval_fn, ref_logps=ref_logps)
 print(f"{len(metrics)} steps in {time.perf_counter() - start:.0f} s; checkpoint {run_dir}")
@@ -342,17 +346,17 @@ def disconnect_after(step):
 
 demo_config = replace(config, max_steps=8, warmup_steps=2, eval_every=0, checkpoint_every=2)
 tmp = Path(tempfile.mkdtemp())
-interrupted = copy.deepcopy(sft).train()
+interrupted = fresh_policy()
 try:
     train_dpo(interrupted, None, tokenizer, train_pairs, replace(demo_config, checkpoint_dir=str(tmp / "a")),
               ref_logps=ref_logps, callback=disconnect_after(4), progress=False)
 except Disconnect as err:
     print("interrupted:", err)
 print("checkpoint on disk at step", load_checkpoint(tmp / "a" / "checkpoint.pt")["step"])
-resumed = copy.deepcopy(sft).train()  # a fresh runtime: the model is rebuilt from SFT, then resumed
+resumed = fresh_policy()  # a fresh runtime: the model is rebuilt from SFT, then resumed
 resumed_metrics = train_dpo(resumed, None, tokenizer, train_pairs, replace(demo_config, checkpoint_dir=str(tmp / "a")),
                             ref_logps=ref_logps, progress=False)
-straight = copy.deepcopy(sft).train()
+straight = fresh_policy()
 straight_metrics = train_dpo(straight, None, tokenizer, train_pairs, replace(demo_config, checkpoint_dir=str(tmp / "b")),
                              ref_logps=ref_logps, progress=False)
 print("steps logged after resuming:", [m["step"] for m in resumed_metrics])
@@ -385,6 +389,24 @@ for name, r in results.items():
     print(f"{name:>4} {r['reward_mean']:+8.3f} ± {r['reward_se']:.3f} {r['kl_mean']:7.2f} ± {r['kl_se']:.2f} "
           f"{r['length_mean']:7.1f} {r['eos_rate']:5.2f} {r['exclaim_rate']:5.2f} "
           f"{word_rate(r['responses'], GOODHART_WORD):7.2f}")
+
+# %% [markdown]
+# Read the other columns too: reward is not the only thing that moved. How far the policy moves is
+# set by $\beta$ *and* by how hard it is optimised. The same run ($\beta = 0.1$, 120 steps) at four
+# learning rates, measured when this notebook was written (160 held-out prompts × 4 samples; SFT:
+# reward +0.075 ± 0.025):
+#
+# | lr | held-out reward | KL (nats) | mean length | EOS rate |
+# |---|---|---|---|---|
+# | 1e-4 (this notebook) | +0.244 ± 0.024 | 2.1 | 11.2 | 1.00 |
+# | 1.5e-4 | +0.380 ± 0.023 | 17.1 | 19.4 | 0.81 |
+# | 2e-4 | +0.464 ± 0.022 | 24.2 | 23.5 | 0.66 |
+# | 3e-4 | +0.613 ± 0.020 | 42.8 | 28.7 | 0.46 |
+#
+# Pushed harder, the policy earns more reward by writing **longer responses that stop ending**: more
+# words, more chances for the positive words VADER counts. Higher reward, worse reviews — the
+# ground-truth reward is a proxy, and DPO optimises the proxy. The KL column is the warning sign.
+# (Try it: `make_dpo_config(world, lr=3e-4)`.)
 
 # %%
 # NBVAL_CHECK_OUTPUT

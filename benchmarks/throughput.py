@@ -112,19 +112,20 @@ class TRLSide:
                 if side.step_hook is not None:
                     side.step_hook(len(ends))
 
+        # The same optimiser and schedule as ours: plain torch AdamW (TRL's default on torch >= 2.8
+        # is the fused variant), constant lr, no warm-up, weight decay 0, clip at 1.0. TRL's DPOConfig
+        # turns gradient (activation) checkpointing on by default: it re-runs the forward in the
+        # backward. Ours does not checkpoint, so neither does TRL here -- unless --trl-defaults asks
+        # for TRL as it comes (checkpointing on, fused AdamW).
+        same_as_ours = {} if args.trl_defaults else dict(optim="adamw_torch", activation_checkpointing=False)
         config = TRLConfig(
             output_dir=output_dir, report_to="none", bf16=False, fp16=False,
             use_cpu=device.type == "cpu",
             per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
             max_steps=args.steps, learning_rate=args.lr, beta=args.beta, loss_type=["sigmoid"],
             max_length=args.max_length,
-            # the same optimiser and schedule as ours: plain torch AdamW (TRL's default on torch >= 2.8
-            # is the fused variant), constant lr, no warm-up, weight decay 0, clip at 1.0
-            optim="adamw_torch", lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-            max_grad_norm=1.0,
-            # TRL's DPOConfig turns gradient (activation) checkpointing on by default: it re-runs the
-            # forward in the backward. Ours does not checkpoint, so neither does TRL here.
-            activation_checkpointing=False,
+            lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+            **same_as_ours,
             train_sampling_strategy="sequential",  # the same batches as ours, in the same order
             precompute_ref_log_probs=precompute, precompute_ref_batch_size=args.batch_size,
             save_strategy="no", disable_tqdm=True, dataloader_num_workers=0, seed=args.seed,
@@ -363,6 +364,9 @@ def main(argv=None) -> None:
     parser.add_argument("--modes", nargs="+", default=["held", "precomputed"], choices=["held", "precomputed"])
     parser.add_argument("--profile", action="store_true", help="also profile one round of each side")
     parser.add_argument("--no-trl", action="store_true", help="time our side only")
+    parser.add_argument("--trl-defaults", action="store_true",
+                        help="TRL as it comes: its default activation checkpointing and fused AdamW "
+                             "(not the same optimiser implementation and backward as ours)")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.rounds, args.warmup, args.batch_size = 3, 1, 1, 4
@@ -392,6 +396,9 @@ def main(argv=None) -> None:
             raise SystemExit(f"only {len(records)} pairs fit in max_length {args.max_length}, {need} needed")
         notes.append(f"pairs: {pairs_note}; the first {need} that neither side truncates "
                      f"(both append EOS: ours as an id, TRL as the EOS string, which tokenizes to the same id)")
+        if args.trl_defaults:
+            notes.append("TRL with its defaults: activation checkpointing on, fused AdamW (ours: no "
+                         "checkpointing, plain AdamW)")
         if not args.no_trl:
             notes.append("identical batches checked: input ids, attention mask and scored tokens of every timed "
                          "step are equal on both sides")

@@ -76,7 +76,7 @@ def settings(quick: bool) -> dict:
 def world_parts(s: dict):
     from helpers.world import get_prompts, get_reward_fn, load_sft_model, load_tokenizer, tiny_world
 
-    world = tiny_world()
+    world = tiny_world(**({"sft_steps": s["sft_steps"]} if s.get("sft_steps") else {}))
     tok = load_tokenizer(world)
     sft = load_sft_model(world)
     train_prompts = get_prompts(world, world.pairs_split, s["n_train_prompts"], seed=0, tokenizer=tok)
@@ -328,6 +328,7 @@ def main() -> None:
     ap.add_argument("--one", nargs=2, metavar=("METHOD", "BETA"), help=argparse.SUPPRESS)
     ap.add_argument("--only", nargs="*", default=None, help="methods to run (PPO RLOO PPO-GT DPO BoN)")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (wall times then include contention)")
+    ap.add_argument("--sft-steps", type=int, default=None, help="override the world's SFT steps (tiny)")
     args = ap.parse_args()
     os.environ.setdefault("DPO_PROFILE", "tiny")
     from helpers.world import set_hub_offline
@@ -335,6 +336,7 @@ def main() -> None:
     set_hub_offline()
     s = settings(args.quick)
     s["quick"] = args.quick
+    s["sft_steps"] = args.sft_steps
     if args.one:
         result = run_one(args.one[0], float(args.one[1]), s)
         print("RESULT " + json.dumps(result))
@@ -361,7 +363,8 @@ def main() -> None:
             method, beta = pending.pop(0)
             if (done_dir / f"{method}_{beta}.json").exists():
                 continue
-            cmd = [sys.executable, __file__, "--one", method, str(beta)] + (["--quick"] if args.quick else [])
+            cmd = [sys.executable, __file__, "--one", method, str(beta)] + (["--quick"] if args.quick else []) + \
+                (["--sft-steps", str(args.sft_steps)] if args.sft_steps else [])
             procs[(method, beta)] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
                                      time.perf_counter())
         for key, (proc, t) in list(procs.items()):

@@ -331,7 +331,12 @@ sft_eval = evaluate_policy(ref_model, ref_model, tokenizer, eval_prompts, reward
 print(f"sweep and best-of-N in {time.perf_counter() - start:.0f} s")
 
 # %%
-viz.plot_reward_kl_frontier(sweep, bon, sft_reward=sft_eval["reward_mean"])
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+viz.plot_reward_kl_frontier(sweep, bon, sft_reward=sft_eval["reward_mean"], ax=axes[0])
+for r in sweep:  # each sweep run's training curve
+    viz.plot_loss_curve([m["loss"] for m in r["metrics"]], ax=axes[1], label=f"beta = {r['beta']:g}",
+                        title="the sweep's DPO runs")
+plt.tight_layout()
 plt.show()
 print(f"{len(eval_prompts)} held-out prompts x {SIZES['samples_per_prompt']} samples; DPO runs of "
       f"{SIZES['sweep_steps']} steps at lr {SIZES['sweep_lr']:g}")

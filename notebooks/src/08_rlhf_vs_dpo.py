@@ -383,6 +383,13 @@ for r in [sft_row] + runs + [b for b in bon if b["method"] == "BoN (reward model
           f"{overused(r['word_rates'], base) if r is not sft_row else ''}")
 
 # %% [markdown]
+# Each method found its own exploit of the same scorer. PPO and RLOO collapse onto a template -- "what
+# a masterpiece / triumph / delight" closes most of their reviews at small beta -- and write slightly
+# *shorter* reviews than SFT: the KL is paid per token, so a short, sure-fire ending is cheap. DPO
+# goes the other way: at small beta its reviews are 2-3.5x longer, most never reach EOS within the
+# 40-token limit, and they read as word salad that VADER still scores highly. Best-of-N keeps SFT's
+# length and style (it only re-ranks SFT's own samples), and still tilts toward the same words.
+#
 # ### Side by side
 # The first sample for the same held-out prompts, from SFT and from the policy of each method with
 # the highest reward. Every policy is sampled with the same random seed, so where two policies
@@ -429,11 +436,13 @@ for method, pts in points.items():
     print(f"{method:20s}" + "".join(f"  {c:15s}" for c in cells))
 
 # %% [markdown]
-# **What our runs say: no, not at this scale.** Up to about 2 nats the methods are close (DPO at
-# beta = 1 sits next to PPO and RLOO against the reward model; PPO on the ground truth is ahead,
-# and best-of-N beats them all at the smallest KLs). Beyond that, DPO buys its reward with far more
-# KL: its beta = 0.3 run needed ~19 nats for the reward PPO reached with ~5, and its best reward
-# (the highest of all runs) cost ~67 nats. Three reasons are visible in the tables above:
+# **What our runs say: no, not at this scale.** Up to about 2 nats the trained policies are close
+# (DPO at beta = 1 sits next to PPO and RLOO against the reward model; PPO on the ground truth is
+# ahead). Beyond that, DPO buys its reward with far more KL: its beta = 0.3 run needed ~19 nats for
+# less reward than PPO reached with ~5, and its best reward (the highest of all runs) cost ~67 nats.
+# And the simplest method beats every trained one at small KL: best-of-16 scored by the same reward
+# model reaches about the reward PPO needed ~5 nats for, within a KL *bound* of 1.8 nats (as the
+# prototype's best-of-4 did against DPO). Three reasons are visible in the tables above:
 #
 # 1. **On-policy vs offline.** PPO and RLOO pay the KL penalty on exactly the samples they generate,
 #    so beta controls the KL directly. DPO only sees the 4,000 offline SFT samples behind the pairs;

@@ -509,7 +509,7 @@ def plot_rlhf_frontier(runs: list[dict], bon: list[dict] | None = None, sft: dic
     ``xscale="symlog"`` (linear below 1 nat, logarithmic above) keeps KLs of 0.2 and 60 nats readable."""
     ax = _ax(ax, (7.5, 4.5))
     methods = list(dict.fromkeys(r["method"] for r in runs))
-    markers = {"PPO": "o", "PPO-GT": "s", "RLOO": "^", "DPO": "D"}
+    markers = {"PPO": "o", "PPO-GT": "s", "RLOO": "^", "DPO": "D", "DPO-lr1e-4": "d"}
     for i, method in enumerate(methods):
         rows = sorted((r for r in runs if r["method"] == method), key=lambda r: r["kl_mean"])
         ax.errorbar([r["kl_mean"] for r in rows], [r["reward_mean"] for r in rows],

@@ -54,7 +54,7 @@ def settings(quick: bool) -> dict:
                                    max_new_tokens=40, temperature=1.0),
         "rloo": dict(batch_size=8, mini_batch_size=2, rloo_k=4, rloo_epochs=4),
         "ppo_betas": [0.03, 0.1, 0.3, 1.0], "rloo_betas": [0.03, 0.1, 0.3, 1.0],
-        "ppo_gt_betas": [0.03, 0.1, 0.3, 1.0], "dpo_betas": [0.05, 0.1, 0.3, 1.0],
+        "ppo_gt_betas": [0.03, 0.1, 0.3, 1.0], "dpo_betas": [0.05, 0.1, 0.3, 1.0], "dpo_lr1e-4_betas": [0.1, 0.3, 1.0],
         # notebook 06-07's sizes (helpers.implicit.DPO_SIZES["tiny"])
         "dpo": dict(lr=3e-4, batch_size=32, max_steps=120, warmup_steps=10, max_length=64, max_prompt_length=16),
         "bon_ns": [1, 2, 4, 8, 16], "rm": dict(steps=300),
@@ -64,6 +64,7 @@ def settings(quick: bool) -> dict:
                  ppo_betas=[0.1], rloo_betas=[0.1], ppo_gt_betas=[0.1], dpo_betas=[0.5], bon_ns=[1, 2, 4])
         s["rl"] = dict(s["rl"], batch_size=8, mini_batch_size=4)
         s["rloo"] = dict(s["rloo"], batch_size=2, mini_batch_size=1)
+        s["dpo_lr1e-4_betas"] = []
         s["dpo"] = dict(s["dpo"], max_steps=2)
         s["rm"] = dict(steps=5)
     return s
@@ -190,7 +191,7 @@ def run_one(method: str, beta: float, s: dict) -> dict:
         result["history"] = [{k: round(h[k], 4) for k in ("score", "kl", "response_len", "eos_rate")}
                              for h in out["history"]]
         result["samples"] = out["samples"]
-    elif method == "DPO":
+    elif method in ("DPO", "DPO-lr1e-4"):
         from helpers.pairs import get_preference_pairs
         from helpers.train import DPOConfig, train_dpo
 
@@ -198,7 +199,9 @@ def run_one(method: str, beta: float, s: dict) -> dict:
         from helpers.implicit import split_pairs
 
         pairs, _ = split_pairs(get_preference_pairs(world, progress=False), 0.1, seed=0)
-        cfg = DPOConfig(beta=beta, precompute_ref_logps=True, **s["dpo"])
+        # "DPO-lr1e-4": notebook 06-07's later choice of learning rate, the same everything else
+        cfg = DPOConfig(beta=beta, precompute_ref_logps=True,
+                        **dict(s["dpo"], **({"lr": 1e-4} if method == "DPO-lr1e-4" else {})))
         metrics = train_dpo(policy, sft, tok, pairs, cfg, progress=False)
         result["history"] = [{"loss": round(m["loss"], 4), "acc": round(m["rewards/accuracies"], 4)}
                              for m in metrics]
@@ -349,10 +352,11 @@ def main() -> None:
     t0 = time.perf_counter()
     _, rm_info = get_reward_model(world, s)  # train once, before the subprocesses load it
     rm_info = dict(rm_info, total_s=time.perf_counter() - t0)
-    only = set(args.only) if args.only else {"PPO", "RLOO", "PPO-GT", "DPO", "BoN"}
+    only = set(args.only) if args.only else {"PPO", "RLOO", "PPO-GT", "DPO", "DPO-lr1e-4", "BoN"}
     runs = [r for r in previous.get("runs", []) if r["method"] not in only]
     jobs = [("PPO", b) for b in s["ppo_betas"]] + [("PPO-GT", b) for b in s["ppo_gt_betas"]] + \
-           [("RLOO", b) for b in s["rloo_betas"]] + [("DPO", b) for b in s["dpo_betas"]]
+           [("RLOO", b) for b in s["rloo_betas"]] + [("DPO", b) for b in s["dpo_betas"]] + \
+           [("DPO-lr1e-4", b) for b in s.get("dpo_lr1e-4_betas", [])]
     # each finished run is kept in a folder, so an interrupted sweep resumes where it stopped
     done_dir = cache_dir() / ("frontier_runs_quick" if args.quick else "frontier_runs")
     done_dir.mkdir(parents=True, exist_ok=True)

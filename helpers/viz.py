@@ -533,5 +533,5 @@ def plot_rlhf_frontier(runs: list[dict], bon: list[dict] | None = None, sft: dic
     ax.set_xlabel("KL(pi || pi_ref) (nats per response" + (", symlog scale)" if xscale == "symlog" else ")"))
     ax.set_ylabel("ground-truth reward (mean)")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the points fill the axes
     return ax

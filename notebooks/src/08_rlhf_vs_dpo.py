@@ -320,6 +320,7 @@ for b in bon:
 
 # %%
 viz.plot_rlhf_frontier(runs, bon, sft_row)
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]

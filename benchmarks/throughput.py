@@ -42,6 +42,12 @@ from helpers.train import (DPOConfig, build_optimizer, collate_batch, compute_re
                            disable_dropout, dpo_train_step, freeze_reference)
 
 
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a step's end time is when its kernels are done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 # ----------------------------------------------------------------------------------------------
 # ours
 
@@ -71,6 +77,7 @@ class Ours:
         self.optimizer, self.scheduler = build_optimizer(self.policy, self.config)
         self.batch_size = args.batch_size
         self.step_hook = None  # called with the step number after each step (profiling)
+        self.device = device
 
     def batches(self, steps: int) -> list[dict]:
         b = self.batch_size
@@ -84,6 +91,7 @@ class Ours:
             # Collation is inside the timed loop, as TRL's DataLoader collates inside its loop.
             micro_batch = collate_batch(self.examples[k * b:(k + 1) * b], self.pad_token_id)
             dpo_train_step(self.policy, [micro_batch], self.optimizer, self.scheduler, self.config, self.ref_model)
+            sync(self.device)
             ends.append(time.perf_counter())
             if self.step_hook is not None:
                 self.step_hook(k + 1)
@@ -108,6 +116,7 @@ class TRLSide:
 
         class StepEnds(TrainerCallback):
             def on_step_end(self, args_, state, control, **kwargs):
+                sync(device)
                 ends.append(time.perf_counter())
                 if side.step_hook is not None:
                     side.step_hook(len(ends))

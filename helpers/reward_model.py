@@ -20,7 +20,6 @@ API (notebook 01 trains one; the RLHF notebook reuses it):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from helpers.config import autocast, get_device, seed_everything
+from helpers.config import autocast, get_device, seed_everything, torch_threads
 from helpers.losses import bradley_terry_loss
 
 
@@ -140,26 +139,6 @@ def encode_texts(tokenizer, texts, max_length: int = 64, device=None) -> dict:
 
 
 # ----------------------------------------------------------------------------- train / score
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Use ``n`` torch CPU threads inside the block (None: leave as is), then restore.
-
-    Why: a 200 k-parameter model's matrices are too small to gain from intra-op threads, and on a
-    busy 2-core machine two threads spin against each other -- a training step of this module's
-    default model was measured at 1.08 s with 2 threads and 0.085 s with 1 (notebook 01: 338 s
-    vs 56 s).
-    """
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _model_device(model: nn.Module) -> torch.device:

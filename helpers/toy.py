@@ -13,12 +13,12 @@ is float64: the toy is about exact agreement, not speed.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from helpers.config import torch_threads
 from helpers.losses import dpo_loss, ipo_loss
 
 DTYPE = torch.float64
@@ -47,20 +47,13 @@ def as_tensor(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=DTYPE)
 
 
-@contextlib.contextmanager
 def single_thread():
     """Run torch on one thread inside the block, then restore the thread count.
 
     The toy's tensors have a few dozen elements; with several threads on a busy 2-core machine
-    ``F.logsigmoid`` alone was measured at ~20 ms per call (thread start-up and spinning), against
-    ~2 us on one thread.
+    ``F.logsigmoid`` alone was measured at ~20 ms per call, against ~2 us on one thread.
     """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+    return torch_threads(1)
 
 
 # ----------------------------------------------------------------------------- the objective

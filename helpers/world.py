@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from helpers.config import cache_dir
+from helpers.config import cache_dir, torch_threads
 from helpers.rewards import DEFAULT_CLASSIFIER, RewardFn, make_reward_fn
 
 PROFILES = ("auto", "tiny", "gpt2")
@@ -298,7 +298,6 @@ def get_world(profile: str | None = None, **overrides) -> World:
 BUILD_THREADS = 1
 
 
-@contextmanager
 def build_threads(device):
     """Run a build step on ``BUILD_THREADS`` torch CPU threads (restored afterwards) when on CPU.
 
@@ -312,15 +311,7 @@ def build_threads(device):
     """
     import torch
 
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(BUILD_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return torch_threads(BUILD_THREADS if torch.device(device).type == "cpu" else None)
 
 
 @contextmanager

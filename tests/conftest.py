@@ -45,6 +45,24 @@ def build_tiny_gpt2(tokenizer, seed: int = 0, n_layer: int = 2, n_embd: int = 32
     return GPT2LMHeadModel(config).eval()
 
 
+def naive_response_logprob(model, prompt_ids, response_ids) -> float:
+    """log pi(response | prompt) with one forward pass per prefix, in float64: no shifting, no
+    masking, no padding -- the independent reference every log-prob test compares against."""
+    total, context = 0.0, list(prompt_ids)
+    for token in response_ids:
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([context])).logits[0, -1]
+        total += torch.log_softmax(logits.double(), -1)[token].item()
+        context.append(token)
+    return total
+
+
+@pytest.fixture(scope="session")
+def naive_logprob():
+    """The naive per-prefix log-prob (``naive_response_logprob``) for tests to compare against."""
+    return naive_response_logprob
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
     return build_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))

@@ -36,23 +36,12 @@ PAIRS = [
 ]
 
 
-def naive_logprob(model, prompt_ids, response_ids):
-    """log pi(response | prompt): one forward pass per prefix, float64, no shifting or masking."""
-    total, context = 0.0, list(prompt_ids)
-    for token in response_ids:
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([context])).logits[0, -1]
-        total += torch.log_softmax(logits.double(), -1)[token].item()
-        context.append(token)
-    return total
-
-
 @pytest.fixture()
 def two_models(tiny_tokenizer):
     return build_tiny_gpt2(tiny_tokenizer, seed=1), build_tiny_gpt2(tiny_tokenizer, seed=2)
 
 
-def test_token_rewards_sum_to_beta_times_naive_logratio(tiny_tokenizer, two_models):
+def test_token_rewards_sum_to_beta_times_naive_logratio(tiny_tokenizer, two_models, naive_logprob):
     policy, ref = two_models
     beta = 0.3
     rows = response_token_rewards(policy, ref, tiny_tokenizer, [p["prompt"] for p in PAIRS],

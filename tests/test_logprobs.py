@@ -15,25 +15,13 @@ RECORDS = [
 ]
 
 
-def naive_response_logprob(model, prompt_ids, response_ids):
-    """log pi(response | prompt) with one forward pass per prefix: no shifting, no masking."""
-    total = 0.0
-    context = list(prompt_ids)
-    for token in response_ids:
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([context])).logits[0, -1]
-        total += torch.log_softmax(logits.double(), -1)[token].item()
-        context.append(token)
-    return total
-
-
 @pytest.fixture()
 def batch(tiny_tokenizer):
     examples = tokenize_preferences(RECORDS, tiny_tokenizer, max_length=64, max_prompt_length=16)
     return examples, collate_preferences(examples, tiny_tokenizer.pad_token_id)
 
 
-def test_sequence_logprobs_equals_naive_loop(tiny_model, batch):
+def test_sequence_logprobs_equals_naive_loop(tiny_model, batch, naive_logprob):
     examples, b = batch
     with torch.no_grad():
         logits = tiny_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
@@ -41,7 +29,7 @@ def test_sequence_logprobs_equals_naive_loop(tiny_model, batch):
     rows = [(ex["prompt_input_ids"], ex["chosen_input_ids"]) for ex in examples]
     rows += [(ex["prompt_input_ids"], ex["rejected_input_ids"]) for ex in examples]
     for r, (prompt_ids, ids) in enumerate(rows):
-        expected = naive_response_logprob(tiny_model, prompt_ids, ids[len(prompt_ids):])
+        expected = naive_logprob(tiny_model, prompt_ids, ids[len(prompt_ids):])
         assert got[r].item() == pytest.approx(expected, abs=1e-4), r
 
 

@@ -11,7 +11,6 @@ import weakref
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from conftest import build_tiny_gpt2, build_tiny_pairs
@@ -74,19 +73,7 @@ def test_step0_loss_is_ln2_when_policy_is_reference(tiny_tokenizer, tiny_pairs):
         assert metrics[0]["rewards/chosen"] == 0.0 and metrics[0]["rewards/margins"] == 0.0
 
 
-def naive_response_logp(model, prompt_ids, response_ids):
-    """log pi(response | prompt) by a loop over the response tokens, one unpadded sequence."""
-    ids = torch.tensor([prompt_ids + response_ids])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0].double()
-    total = 0.0
-    for t, token in enumerate(response_ids):
-        position = len(prompt_ids) + t - 1  # the logits that predict this token
-        total += F.log_softmax(logits[position], dim=-1)[token].item()
-    return total
-
-
-def test_first_step_metrics_match_a_naive_computation(tiny_tokenizer, tiny_pairs):
+def test_first_step_metrics_match_a_naive_computation(tiny_tokenizer, tiny_pairs, naive_logprob):
     beta = 0.7
     config = DPOConfig(batch_size=2, gradient_accumulation_steps=2, max_steps=1, beta=beta,
                        max_length=32, max_prompt_length=8, seed=5)
@@ -105,7 +92,7 @@ def test_first_step_metrics_match_a_naive_computation(tiny_tokenizer, tiny_pairs
         for name, model in [("pi", policy0), ("ref", ref)]:
             for side in ("chosen", "rejected"):
                 ids = ex[f"{side}_input_ids"]
-                logps[name, side] = naive_response_logp(model, ids[:p], ids[p:])
+                logps[name, side] = naive_logprob(model, ids[:p], ids[p:])
         r_c = beta * (logps["pi", "chosen"] - logps["ref", "chosen"])
         r_r = beta * (logps["pi", "rejected"] - logps["ref", "rejected"])
         loss = -math.log(1 / (1 + math.exp(-(r_c - r_r))))

@@ -16,15 +16,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
-    sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: no hub, ever
 os.environ.setdefault("TQDM_DISABLE", "1")  # TRL's and datasets' progress bars would swamp the tables
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-
 
 # ----------------------------------------------------------------------------------------------
 # command line

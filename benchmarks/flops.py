@@ -26,13 +26,19 @@ import sys
 import time
 from pathlib import Path
 
+import torch  # noqa: E402
 from common import apply_threads, base_parser, command_line, machine_info, md_table, resolve_device, spread
 
-import torch  # noqa: E402
-
 from helpers.config import autocast_dtype  # noqa: E402
-from helpers.train import (DPOConfig, build_optimizer, collate_batch, compute_ref_logps,  # noqa: E402
-                           disable_dropout, dpo_train_step, freeze_reference)
+from helpers.train import (  # noqa: E402
+    DPOConfig,
+    build_optimizer,
+    collate_batch,
+    compute_ref_logps,
+    disable_dropout,
+    dpo_train_step,
+    freeze_reference,
+)
 
 SHAPES = {
     # name: (GPT2Config overrides, batch pairs, sequence length, prompt length)

@@ -31,10 +31,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (apply_threads, base_parser, command_line, fits_without_truncation, load_pairs, machine_info,
-                    md_table, peak_rss_mib, quick_world, resolve_device, trl_missing_reason)
-
 import torch  # noqa: E402
+from common import (
+    apply_threads,
+    base_parser,
+    command_line,
+    fits_without_truncation,
+    load_pairs,
+    machine_info,
+    md_table,
+    peak_rss_mib,
+    quick_world,
+    resolve_device,
+    trl_missing_reason,
+)
 
 MIB = 2**20
 

@@ -26,20 +26,37 @@ precomputed before training (ours: ``helpers.train.compute_ref_logps``; TRL:
 from __future__ import annotations
 
 import copy
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import (apply_threads, base_parser, command_line, fits_without_truncation, load_pairs, load_policy_start,
-                    machine_info, md_table, quick_world, resolve_device, spread, trl_missing_reason)
-
 import torch  # noqa: E402  (common sets the environment first)
+from common import (
+    apply_threads,
+    base_parser,
+    command_line,
+    fits_without_truncation,
+    load_pairs,
+    load_policy_start,
+    machine_info,
+    md_table,
+    quick_world,
+    resolve_device,
+    spread,
+    trl_missing_reason,
+)
 
 from helpers.data import tokenize_preferences  # noqa: E402
-from helpers.train import (DPOConfig, build_optimizer, collate_batch, compute_ref_logps,  # noqa: E402
-                           disable_dropout, dpo_train_step, freeze_reference)
+from helpers.train import (  # noqa: E402
+    DPOConfig,
+    build_optimizer,
+    collate_batch,
+    compute_ref_logps,
+    disable_dropout,
+    dpo_train_step,
+    freeze_reference,
+)
 
 
 def sync(device: torch.device) -> None:

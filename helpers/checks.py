@@ -698,7 +698,6 @@ def _pair_batch(seed: int, n_pairs: int = 3, vocab: int = 23):
 def check_dpo_batch_loss(fn) -> Verdict:
     """Exercise (06): ``dpo_batch_loss(policy, ref_model, batch, beta)`` -> the mean DPO loss of a concatenated
     batch (chosen rows first), with gradients to the policy only."""
-    from helpers.logprobs import sequence_logprobs
 
     name = "dpo_batch_loss"
     policy, ref = _tiny_lm(1), _tiny_lm(2)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from helpers.data import collate_preferences, tokenize_preference, tokenize_preferences
-from helpers.logprobs import IGNORE_INDEX, token_logprobs
+from helpers.logprobs import token_logprobs
 
 # --------------------------------------------------------------------------------------------
 # token- and sequence-level implicit rewards

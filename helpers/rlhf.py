@@ -30,14 +30,12 @@ as TRL's option of the same name does, for runs that want to discourage rambling
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from helpers.logprobs import IGNORE_INDEX, token_logprobs
-
 
 # ----------------------------------------------------------------------------------------------
 # Configuration and the KL coefficient

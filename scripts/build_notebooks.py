@@ -21,7 +21,6 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 from helpers.config import COLAB_URL, REPO_URL  # noqa: E402
 
 SRC = ROOT / "notebooks" / "src"

@@ -29,7 +29,6 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -192,11 +191,10 @@ def run_one(method: str, beta: float, s: dict) -> dict:
                              for h in out["history"]]
         result["samples"] = out["samples"]
     elif method in ("DPO", "DPO-lr1e-4"):
-        from helpers.pairs import get_preference_pairs
-        from helpers.train import DPOConfig, train_dpo
-
         # the reward model's training split: DPO and the reward model see the same pairs
         from helpers.implicit import split_pairs
+        from helpers.pairs import get_preference_pairs
+        from helpers.train import DPOConfig, train_dpo
 
         pairs, _ = split_pairs(get_preference_pairs(world, progress=False), 0.1, seed=0)
         # "DPO-lr1e-4": notebook 06-07's later choice of learning rate, the same everything else
@@ -303,7 +301,7 @@ def code_lines(objs) -> int:
 
 
 def lines_of_code() -> dict[str, int]:
-    from helpers import losses, logprobs, train
+    from helpers import logprobs, losses, train
     from helpers import reward_model as rm_mod
 
     rollout = [rlhf.sample_responses, rlhf.pack_rollout, rlhf.response_logprobs, rlhf.masked_mean,

@@ -2,28 +2,27 @@
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-
-from dataclasses import replace
 
 from helpers.implicit import (
     best_of_n_curve,
     beta_sweep,
     bon_kl_bound,
     dpo_run_dir,
-    load_or_train_dpo,
-    make_dpo_config,
-    split_pairs,
     expected_best_of_n,
     implicit_vs_true,
+    load_or_train_dpo,
+    make_dpo_config,
     pair_implicit_rewards,
     pearson,
     ranking_accuracy,
     response_token_rewards,
     spearman,
+    split_pairs,
     token_implicit_rewards_from_logits,
     token_reward_table,
 )
@@ -200,7 +199,6 @@ def test_load_or_train_dpo_caches_the_run_and_keys_it(small_world):
 
 def test_beta_sweep_and_best_of_n_curve(small_world):
     from helpers.world import get_prompts, get_reward_fn, load_tokenizer
-
     from tests.conftest import build_tiny_pairs
 
     pairs = [{k: v.lower() for k, v in r.items()} for r in build_tiny_pairs()]

@@ -9,10 +9,19 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from helpers import rlhf
-from helpers.rlhf import (AdaptiveKLController, RLHFConfig, compute_gae, kl_estimates,
-                          kl_penalized_rewards, pack_rollout, ppo_policy_loss, ppo_value_loss,
-                          response_logprobs, rloo_advantages, whiten)
-
+from helpers.rlhf import (
+    AdaptiveKLController,
+    RLHFConfig,
+    compute_gae,
+    kl_estimates,
+    kl_penalized_rewards,
+    pack_rollout,
+    ppo_policy_loss,
+    ppo_value_loss,
+    response_logprobs,
+    rloo_advantages,
+    whiten,
+)
 
 # --- GAE ---------------------------------------------------------------------------------------
 

@@ -11,13 +11,13 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from conftest import build_tiny_gpt2, build_tiny_pairs
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from conftest import build_tiny_gpt2, build_tiny_pairs
 from helpers.data import tokenize_preferences
 from helpers.train import (
-    DPOConfig,
     PAIR_METRICS,
+    DPOConfig,
     compute_ref_logps,
     epoch_order,
     read_metrics_csv,

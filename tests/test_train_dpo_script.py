@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import build_tiny_gpt2, build_tiny_pairs, build_tiny_tokenizer
 from safetensors.torch import load_file
 
-from conftest import build_tiny_gpt2, build_tiny_pairs, build_tiny_tokenizer
 from helpers.train import DPOConfig, read_metrics_csv, train_dpo
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -40,8 +40,16 @@ from helpers.config import get_device, seed_everything
 from helpers.evaluate import sample_policy, score_responses
 from helpers.pairs import get_preference_pairs, load_pairs_stats
 from helpers.sft import collate_texts, tokenize_texts, train_sft
-from helpers.world import (get_prompts, get_reward_fn, get_world, load_base_model, load_reviews, load_sft_history,
-                           load_sft_model, load_tokenizer)
+from helpers.world import (
+    get_prompts,
+    get_reward_fn,
+    get_world,
+    load_base_model,
+    load_reviews,
+    load_sft_history,
+    load_sft_model,
+    load_tokenizer,
+)
 
 transformers.utils.logging.disable_progress_bar()
 transformers.utils.logging.set_verbosity_error()  # no library chatter in the outputs

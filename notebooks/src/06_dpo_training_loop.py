@@ -37,8 +37,17 @@ from helpers.implicit import dpo_run_dir, dpo_sizes, make_dpo_config, scalar_eva
 from helpers.logprobs import concatenated_forward
 from helpers.losses import dpo_loss
 from helpers.pairs import get_preference_pairs
-from helpers.train import (build_optimizer, collate_batch, compute_dpo_losses, compute_ref_logps, disable_dropout,
-                           freeze_reference, load_checkpoint, train_dpo, warmup_lambda)
+from helpers.train import (
+    build_optimizer,
+    collate_batch,
+    compute_dpo_losses,
+    compute_ref_logps,
+    disable_dropout,
+    freeze_reference,
+    load_checkpoint,
+    train_dpo,
+    warmup_lambda,
+)
 from helpers.world import get_prompts, get_reward_fn, get_world, load_sft_model, load_tokenizer
 
 transformers.utils.logging.disable_progress_bar()

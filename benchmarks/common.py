@@ -139,7 +139,7 @@ def load_policy_start(world):
     """The model DPO starts from: the SFT model when it is built, else the base model.
 
     The two have the same architecture, so every cost measured here is the same for both; only the
-    weights differ. Building the SFT model is left to ``python -m helpers.world build``.
+    weights differ. Building the SFT model is left to ``python -m helpers.build build``.
 
     Returns:
         (model in eval mode, a note saying which one it is)
@@ -197,7 +197,7 @@ def load_pairs(world, tokenizer, n: int, seed: int = 0) -> tuple[list[dict], str
 def _built_pairs(world) -> list[dict] | None:
     """The pairs ``helpers.pairs`` built for the notebooks (default arguments), if on disk; else None.
 
-    Never builds them (that samples from the SFT model for minutes): ``python -m helpers.world build``.
+    Never builds them (that samples from the SFT model for minutes): ``python -m helpers.build build``.
     """
     try:
         import helpers.pairs as pairs_module

@@ -10,7 +10,7 @@ whose working directory is ``notebooks/`` (so its setup cell finds the repositor
 in-memory copy: the committed notebooks are never rewritten. With ``--keep DIR`` the executed copies
 are written to DIR. Artifacts the notebooks build go where they always go
 (``helpers.config.cache_dir()``), so a notebook that finds them already built is faster than on a
-fresh machine: run ``python -m helpers.world build`` first (as CI does) for comparable numbers.
+fresh machine: run ``python -m helpers.build build`` first (as CI does) for comparable numbers.
 Wall time includes the kernel start (~1-2 s).
 """
 

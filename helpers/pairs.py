@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from helpers.cache import artifact_path, build_artifact
 from helpers.evaluate import sample_policy
 
 COLUMNS = ("prompt", "chosen", "rejected", "chosen_reward", "rejected_reward")
@@ -116,56 +117,48 @@ def build_preference_pairs(model, tokenizer, prompts: list[str], reward_fn, k: i
     return dataset, stats
 
 
+def pairs_spec(world, n_prompts: int, k: int, seed: int) -> dict:
+    """Everything the pairs depend on: the world (its SFT model, prompts, reward) and the sampling."""
+    from helpers.world import world_spec
+
+    return {"artifact": "preference pairs", "world": world_spec(world), "n_prompts": n_prompts, "k": k,
+            "seed": seed}
+
+
 def _pairs_path(world, n_prompts: int, k: int, seed: int) -> Path:
-    return Path(world.pairs_dir) / f"prompts{n_prompts}_k{k}_seed{seed}"
-
-
-def build_pairs_for_world(world, n_prompts: int = 1000, k: int = 4, seed: int = 0,
-                          force: bool = False, progress: bool = True, device=None):
-    """Build (unless already on disk) the pairs of ``world`` and save them; returns the Dataset."""
-    import datasets
-
-    from helpers.config import get_device
-    from helpers.world import (
-        atomic_build_dir,
-        build_threads,
-        check_world_spec,
-        get_prompts,
-        get_reward_fn,
-        load_sft_model,
-        load_tokenizer,
-        stage_is_current,
-        stamp_stage,
-    )
-
-    check_world_spec(world)
-    path = _pairs_path(world, n_prompts, k, seed)
-    if not force and stage_is_current(world, path):
-        return datasets.load_from_disk(str(path / "dataset"))
-    device = device or get_device()
-    tokenizer = load_tokenizer(world)
-    model = load_sft_model(world, device=device)
-    prompts = get_prompts(world, world.pairs_split, n_prompts, seed=seed, tokenizer=tokenizer)
-    with build_threads(device):  # same pairs whoever builds them (see helpers.world.build_threads)
-        dataset, stats = build_preference_pairs(
-            model, tokenizer, prompts, get_reward_fn(world, device=device), k=k,
-            max_new_tokens=world.max_new_tokens, seed=seed, drop_truncated=world.pairs_drop_truncated,
-            progress=progress)
-    with atomic_build_dir(path, lambda: not force and stage_is_current(world, path)) as tmp:
-        dataset.save_to_disk(str(tmp / "dataset"))
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
-        stamp_stage(world, tmp)
-    return datasets.load_from_disk(str(path / "dataset"))
+    return artifact_path(world.pairs_dir, f"prompts{n_prompts}_k{k}_seed{seed}", pairs_spec(world, n_prompts, k, seed))
 
 
 def get_preference_pairs(world, n_prompts: int = 1000, k: int = 4, seed: int = 0,
-                         force: bool = False, progress: bool = True):
+                         force: bool = False, progress: bool = True, device=None):
     """The world's preference pairs as a ``datasets.Dataset``: loaded from the cache, or built
-    (SFT model included, if missing) and saved first."""
-    return build_pairs_for_world(world, n_prompts, k, seed, force=force, progress=progress)
+    (SFT model included, if missing) and saved first (a ``helpers.cache`` artifact)."""
+    import datasets
+
+    from helpers.config import get_device
+    from helpers.world import build_threads, get_prompts, get_reward_fn, load_sft_model, load_tokenizer
+
+    spec = pairs_spec(world, n_prompts, k, seed)
+    path = _pairs_path(world, n_prompts, k, seed)
+
+    def build(tmp: Path) -> None:
+        dev = device or get_device()
+        tokenizer = load_tokenizer(world)
+        model = load_sft_model(world, device=dev)
+        prompts = get_prompts(world, world.pairs_split, n_prompts, seed=seed, tokenizer=tokenizer)
+        with build_threads(dev):  # same pairs whoever builds them (see helpers.world.build_threads)
+            dataset, stats = build_preference_pairs(
+                model, tokenizer, prompts, get_reward_fn(world, device=dev), k=k,
+                max_new_tokens=world.max_new_tokens, seed=seed, drop_truncated=world.pairs_drop_truncated,
+                progress=progress)
+        dataset.save_to_disk(str(tmp / "dataset"))
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+
+    build_artifact(path, spec, build, force=force)
+    return datasets.load_from_disk(str(path / "dataset"))
 
 
 def load_pairs_stats(world, n_prompts: int = 1000, k: int = 4, seed: int = 0) -> dict:
     """The stats saved with ``get_preference_pairs(world, n_prompts, k, seed)`` (built if missing)."""
-    build_pairs_for_world(world, n_prompts, k, seed)
+    get_preference_pairs(world, n_prompts, k, seed)
     return json.loads((_pairs_path(world, n_prompts, k, seed) / "stats.json").read_text())

@@ -19,12 +19,12 @@ Both load through the same calls -- ``load_dataset(name, data_files=...)``,
 -- only the names differ (the tiny ones are absolute paths under ``cache_dir()/"tiny"``: a missing
 *relative* path would be taken for a hub id and retried for ~23 s).
 
-Profile switch: ``DPO_PROFILE`` in {auto, tiny, gpt2} (default auto), see ``choose_profile``.
-
-Every ``load_*`` builds what is missing, so each notebook runs standalone; ``python -m helpers.world
-build [--force]`` builds the whole tiny world (corpus, tokenizer, SFT model, preference pairs) up
-front and prints the time of each stage. Builds write into a temporary folder and rename it at the
-end, so an interrupted build never leaves a half-written model that later loads.
+Profile choice and sizes: ``helpers.profiles``. Every ``load_*`` builds what is missing, so each
+notebook runs standalone; ``python -m helpers.build build [--force]`` builds the whole tiny world
+(corpus, tokenizer, SFT model, preference pairs) up front and prints the time of each stage. Each
+stage is an artifact of ``helpers.cache``: stamped with the world's settings, written to a
+temporary folder and renamed, under a file lock -- an interrupted build never loads, a world of
+other settings is rebuilt.
 
 Prompt/response split (read this before tokenizing pairs): GPT-2-style byte-level BPE attaches the
 space *before* a word to that word (" great" is one token). A prompt is therefore the text of the
@@ -36,139 +36,22 @@ tokenizing prompt and response separately and concatenating the ids -- what ``he
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
-import shutil
-import socket
-import ssl
-import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from helpers.cache import build_artifact, is_built
 from helpers.config import cache_dir, torch_threads
+from helpers.profiles import choose_profile, world_sizes
 from helpers.rewards import DEFAULT_CLASSIFIER, RewardFn, make_reward_fn
 
-PROFILES = ("auto", "tiny", "gpt2")
-# Bump to invalidate every cached world (e.g. when how a stage is built changes): the next load
-# deletes the stale artifacts under the world's root -- everything built from the old SFT model
-# included -- and rebuilds.
+# Bump to invalidate every cached world (e.g. when how a stage is built changes): every stage's
+# spec changes, so each is rebuilt, and so is everything built from it (pairs, DPO runs).
 WORLD_VERSION = 2
-STAGE_STAMP = "world_spec.json"
-HUB_PROBE = "huggingface.co:443"
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
-
-
-# ----------------------------------------------------------------------------------------------
-# profile choice
-
-
-def _parse_probe(spec: str) -> tuple[str, str, int]:
-    """``"host:port"`` (TLS, like the hub) or ``"http://host:port"`` (plain HTTP, for tests)."""
-    scheme = "https"
-    if "://" in spec:
-        scheme, spec = spec.split("://", 1)
-    host, _, port = spec.rpartition(":")
-    return scheme, host, int(port)
-
-
-def probe_hub(spec: str | None = None, timeout: float = 2.5) -> bool:
-    """Does the hub *answer* within ``timeout`` seconds (in total)?
-
-    A TCP connect alone is not enough: an endpoint that accepts connections and never answers
-    (a captive proxy, a black-holed firewall) makes ``from_pretrained`` hang forever. So the probe
-    completes a TLS handshake and an HTTP request and waits for the status line, all under one
-    deadline.
-
-    Args:
-        spec: ``"host:port"``, or ``"http://host:port"`` for plain HTTP; default ``$DPO_HUB_PROBE``
-            or ``huggingface.co:443``.
-        timeout: total seconds allowed.
-    Returns:
-        True if an HTTP status line came back in time.
-    """
-    scheme, host, port = _parse_probe(spec or os.environ.get("DPO_HUB_PROBE", HUB_PROBE))
-    deadline = time.monotonic() + timeout
-
-    def remaining() -> float:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        return left
-
-    try:
-        with socket.create_connection((host, port), timeout=remaining()) as raw:
-            sock = raw
-            if scheme == "https":
-                raw.settimeout(remaining())
-                sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
-            sock.settimeout(remaining())
-            sock.sendall(f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-            sock.settimeout(remaining())
-            return sock.recv(16).startswith(b"HTTP/")
-    except (OSError, TimeoutError, ValueError):  # socket.timeout and ssl.SSLError are OSErrors
-        return False
-
-
-def set_hub_offline() -> None:
-    """Make every later hub call fail at once instead of retrying for ~23 s (or hanging).
-
-    ``HF_HUB_OFFLINE=1`` in the environment only works if set before huggingface_hub is imported,
-    so also flip the module constants that the libraries read at call time.
-    """
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        import huggingface_hub.constants
-
-        huggingface_hub.constants.HF_HUB_OFFLINE = True
-    except ImportError:
-        pass
-    try:
-        import datasets.config
-
-        datasets.config.HF_HUB_OFFLINE = True
-    except ImportError:
-        pass
-
-
-def choose_profile(profile: str | None = None, cuda_available: bool | None = None,
-                   probe_timeout: float = 2.5, verbose: bool = True) -> str:
-    """Resolve ``profile`` (default ``$DPO_PROFILE``, else ``"auto"``) to ``"tiny"`` or ``"gpt2"``.
-
-    ``auto`` picks ``gpt2`` only if CUDA is available *and* the hub answers ``probe_hub`` within
-    ``probe_timeout`` seconds; otherwise ``tiny``, printing one line that says why. It never waits
-    longer than the probe timeout. Choosing ``tiny`` also switches the hub libraries offline.
-
-    Args:
-        profile: "auto", "tiny" or "gpt2" (case-insensitive).
-        cuda_available: override ``torch.cuda.is_available()`` (tests use it to reach the probe).
-        probe_timeout: seconds for the hub probe.
-        verbose: print the one-line reason for ``auto``'s choice.
-    """
-    requested = (profile or os.environ.get("DPO_PROFILE") or "auto").strip().lower()
-    if requested not in PROFILES:
-        raise ValueError(f"DPO_PROFILE must be one of {PROFILES}, got {requested!r}")
-    chosen = requested
-    if requested == "auto":
-        if cuda_available is None:
-            import torch
-
-            cuda_available = torch.cuda.is_available()
-        spec = os.environ.get("DPO_HUB_PROBE", HUB_PROBE)
-        if not cuda_available:
-            chosen, why = "tiny", "no CUDA GPU"
-        elif not probe_hub(spec, timeout=probe_timeout):
-            chosen, why = "tiny", f"the hub ({spec}) did not answer within {probe_timeout:g} s"
-        else:
-            chosen, why = "gpt2", f"CUDA GPU and the hub ({spec}) answers"
-        if verbose:
-            print(f"DPO_PROFILE=auto -> {chosen}: {why}")
-    if chosen == "tiny":
-        set_hub_offline()
-    return chosen
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,21 +94,22 @@ class World:
     pairs_split: str
     eval_split: str
     reward: str
-    prompt_tokens: tuple[int, int] = (2, 8)
-    max_new_tokens: int = 40
-    pairs_drop_truncated: bool = True
-    sft_max_length: int = 64
-    sft_steps: int = 300
-    sft_batch_size: int = 64
-    sft_lr: float = 2e-3
-    n_reviews: int = 40_000
-    split_sizes: dict = field(default_factory=lambda: {"prefs": 4_000, "test": 2_000})
-    vocab_size: int = 2_000
-    n_layer: int = 4
-    n_embd: int = 128
-    n_head: int = 4
-    n_positions: int = 64
-    seed: int = 0
+    # sizes: no defaults here, their one home is helpers.profiles.WORLD_SIZES
+    prompt_tokens: tuple[int, int]
+    max_new_tokens: int
+    pairs_drop_truncated: bool
+    sft_max_length: int
+    sft_steps: int
+    sft_batch_size: int
+    sft_lr: float
+    n_reviews: int
+    split_sizes: dict
+    vocab_size: int
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_positions: int
+    seed: int
 
     @property
     def sft_dir(self) -> str:
@@ -257,6 +141,7 @@ def tiny_world(root: str | os.PathLike | None = None, **overrides) -> World:
         pairs_split="prefs",
         eval_split="test",
         reward="vader",
+        **world_sizes("tiny"),
     )
     return replace(world, **overrides)
 
@@ -278,13 +163,7 @@ def gpt2_world(root: str | os.PathLike | None = None, reward: str = DEFAULT_CLAS
         pairs_split="unsupervised",
         eval_split="test",
         reward=reward,
-        max_new_tokens=48,
-        pairs_drop_truncated=False,
-        sft_max_length=128,
-        sft_steps=1_000,
-        sft_batch_size=32,
-        sft_lr=5e-5,
-        n_positions=1024,
+        **world_sizes("gpt2"),
     )
     return replace(world, **overrides)
 
@@ -314,36 +193,6 @@ def build_threads(device):
     return torch_threads(BUILD_THREADS if torch.device(device).type == "cpu" else None)
 
 
-@contextmanager
-def atomic_build_dir(path: str | os.PathLike, keep_existing=None):
-    """Yield a temporary sibling folder; on success it replaces ``path`` in one rename.
-
-    Two processes building the same world at once (two notebooks started together) each write
-    their own temporary folder. ``keep_existing()`` is asked at the end: if ``path`` exists and it
-    says True (another process finished an up-to-date copy first), ours is discarded instead.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + f".building-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        if keep_existing is not None and keep_existing():
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        shutil.rmtree(path, ignore_errors=True)
-    try:
-        tmp.rename(path)
-    except OSError:
-        if not path.exists():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # someone else renamed theirs in between: keep it
-
-
 def _spec(world: World) -> dict:
     """What the built artifacts depend on: every setting except where they live (paths inside
     ``root`` are written relative to it, so a moved cache still matches)."""
@@ -356,56 +205,26 @@ def _spec(world: World) -> dict:
     return _relative_to_root(json.loads(json.dumps(spec)), world.root)  # tuples -> lists
 
 
+def world_spec(world: World) -> dict:
+    """Everything a world's artifacts depend on (paths inside ``root`` relative to it): the input
+    fingerprint of every artifact built from this world."""
+    return _spec(world)
+
+
+def stage_spec(world: World, stage: str) -> dict:
+    """The ``helpers.cache`` spec of one build stage."""
+    return {"stage": stage, "world": _spec(world)}
+
+
+def stage_is_current(world: World, folder, stage: str) -> bool:
+    """Was ``folder`` (one build stage) built with this world's settings?"""
+    return is_built(folder, stage_spec(world, stage))
+
+
 def _relative_to_root(spec: dict, root: str) -> dict:
     """``spec`` with the prefix ``root`` of every path replaced by ``<root>``."""
     text = json.dumps(spec)
     return json.loads(text.replace(json.dumps(str(root))[1:-1], "<root>"))
-
-
-def stage_is_current(world: World, folder: str | os.PathLike) -> bool:
-    """Was ``folder`` (one build stage) built with this world's settings?
-
-    Each stage stamps its folder with the settings it was built from (``STAGE_STAMP``, written
-    inside the temporary folder before the atomic rename). The root's ``world.json`` alone is not
-    enough: a process still running older code could finish a stage after a newer one claimed
-    the root.
-    """
-    stamp = Path(folder) / STAGE_STAMP
-    if not stamp.exists():
-        return False
-    try:
-        return _relative_to_root(json.loads(stamp.read_text()), world.root) == _spec(world)
-    except json.JSONDecodeError:
-        return False
-
-
-def stamp_stage(world: World, folder: Path) -> None:
-    """Write the settings stamp that ``stage_is_current`` reads into a stage's folder."""
-    (folder / STAGE_STAMP).write_text(json.dumps(_spec(world), indent=1))
-
-
-def check_world_spec(world: World) -> None:
-    """Make ``world.root`` hold artifacts of *these* settings: if it was built with other ones
-    (another seed, size, or corpus version), delete them so the ``build_*`` functions start over.
-    The settings are stored in ``world.root/world.json``."""
-    root = Path(world.root)
-    spec_file = root / "world.json"
-    spec = _spec(world)
-    if spec_file.exists():
-        try:
-            if _relative_to_root(json.loads(spec_file.read_text()), world.root) == spec:
-                return
-        except json.JSONDecodeError:
-            pass
-    stale = [p for p in root.iterdir() if p.name != "world.json" and ".building-" not in p.name] if root.exists() else []
-    if stale:
-        print(f"{root} holds a world built with other settings: rebuilding it")
-        for path in stale:
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = spec_file.with_name(f"world.json.{os.getpid()}")
-    tmp.write_text(json.dumps(spec, indent=1))
-    tmp.replace(spec_file)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,11 +237,10 @@ def build_corpus(world: World, force: bool = False) -> None:
     The splits are disjoint: ``prefs`` and ``test`` take ``split_sizes`` reviews, ``train`` the rest.
     gpt2: nothing to build (IMDb comes from the hub).
     """
-    check_world_spec(world)
     if world.profile != "tiny":
         return
     folder = Path(next(iter(world.data_files.values()))).parent
-    if not force and stage_is_current(world, folder) and all(Path(f).exists() for f in world.data_files.values()):
+    if not force and stage_is_current(world, folder, "corpus"):
         return
     from helpers.corpus import generate_reviews
 
@@ -435,12 +253,14 @@ def build_corpus(world: World, force: bool = False) -> None:
     for name, size in sizes.items():
         splits[name] = reviews[start:start + size]
         start += size
-    with atomic_build_dir(folder, lambda: not force and stage_is_current(world, folder)) as tmp:
-        stamp_stage(world, tmp)
+
+    def write(tmp: Path) -> None:
         for name, texts in splits.items():
             with open(tmp / Path(world.data_files[name]).name, "w") as f:
                 for text in texts:
                     f.write(json.dumps({"text": text}) + "\n")
+
+    build_artifact(folder, stage_spec(world, "corpus"), write, force=force)
 
 
 def _clean_review(text: str) -> str:
@@ -470,10 +290,9 @@ def build_tokenizer(world: World, force: bool = False) -> None:
     distinct from EOS keeps the "pad = eos hides the EOS" trap out of the tiny world (the gpt2
     profile has it; ``helpers.data`` handles both).
     """
-    check_world_spec(world)
     if world.profile != "tiny":
         return
-    if not force and stage_is_current(world, world.tokenizer_name):
+    if not force and stage_is_current(world, world.tokenizer_name, "tokenizer"):
         return
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -490,9 +309,7 @@ def build_tokenizer(world: World, force: bool = False) -> None:
         tokenizer_object=bpe, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, unk_token=EOS_TOKEN,
         pad_token=PAD_TOKEN, model_max_length=world.n_positions,
         clean_up_tokenization_spaces=False)  # keep " ." etc. exactly: decode(encode(t)) == t
-    with atomic_build_dir(world.tokenizer_name, lambda: not force and stage_is_current(world, world.tokenizer_name)) as tmp:
-        tok.save_pretrained(tmp)
-        stamp_stage(world, tmp)
+    build_artifact(world.tokenizer_name, stage_spec(world, "tokenizer"), tok.save_pretrained, force=force)
 
 
 def load_tokenizer(world: World):
@@ -517,10 +334,9 @@ def build_base_model(world: World, force: bool = False) -> None:
     bos/eos/pad ids in the config and generation config match the tokenizer (otherwise every load
     and every ``generate`` warns).
     """
-    check_world_spec(world)
     if world.profile != "tiny":
         return
-    if not force and stage_is_current(world, world.base_model):
+    if not force and stage_is_current(world, world.base_model, "base model"):
         return
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -539,10 +355,12 @@ def build_base_model(world: World, force: bool = False) -> None:
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
-    with atomic_build_dir(world.base_model, lambda: not force and stage_is_current(world, world.base_model)) as tmp:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        stamp_stage(world, tmp)
+
+    build_artifact(world.base_model, stage_spec(world, "base model"), write, force=force)
 
 
 def load_base_model(world: World, device=None):
@@ -562,8 +380,7 @@ def build_sft_model(world: World, force: bool = False, device=None, progress: bo
     Returns:
         the ``train_sft`` result (losses), or None if the model was already built.
     """
-    check_world_spec(world)
-    if not force and stage_is_current(world, world.sft_dir):
+    if not force and stage_is_current(world, world.sft_dir, "sft model"):
         return None
     from helpers.config import get_device
     from helpers.sft import train_sft
@@ -577,11 +394,13 @@ def build_sft_model(world: World, force: bool = False, device=None, progress: bo
         result = train_sft(model, tok, texts, steps=world.sft_steps, batch_size=world.sft_batch_size,
                            lr=world.sft_lr, max_length=world.sft_max_length, seed=world.seed,
                            eval_texts=eval_texts, device=device, progress=progress)
-    with atomic_build_dir(world.sft_dir, lambda: not force and stage_is_current(world, world.sft_dir)) as tmp:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "sft_history.json").write_text(json.dumps(result, indent=1))
-        stamp_stage(world, tmp)
+
+    build_artifact(world.sft_dir, stage_spec(world, "sft model"), write, force=force)
     return result
 
 
@@ -656,100 +475,3 @@ def get_prompts(world: World, split: str | None = None, n: int = 200, seed: int 
 def get_reward_fn(world: World, device=None) -> RewardFn:
     """The ground-truth reward of this world: ``reward_fn(texts) -> list[float]``."""
     return make_reward_fn(world.reward, device=device)
-
-
-# ----------------------------------------------------------------------------------------------
-# one command
-
-
-def build_world(world: World | None = None, force: bool = False, pairs: bool = True,
-                progress: bool = True) -> dict:
-    """Build every stage that is missing (all of them with ``force``), printing each stage's time.
-
-    Returns:
-        {stage: seconds}.
-    """
-    world = world or tiny_world()
-    stages = [("corpus", build_corpus), ("tokenizer", build_tokenizer),
-              ("base model", build_base_model),
-              ("sft model", lambda w, force: build_sft_model(w, force=force, progress=progress))]
-    if pairs:
-        from helpers.pairs import build_pairs_for_world  # layer 3, imported only by this command
-
-        stages.append(("pairs", lambda w, force: build_pairs_for_world(w, force=force, progress=progress)))
-    timings = {}
-    print(f"building {world.root}", flush=True)
-    for name, build in stages:
-        start, cpu_start = time.perf_counter(), time.process_time()
-        build(world, force=force)
-        timings[name] = time.perf_counter() - start
-        # CPU seconds tell what the stage costs on its own when the machine is shared
-        cpu = time.process_time() - cpu_start
-        print(f"{name:>10}: {timings[name]:6.1f} s  (CPU {cpu:6.1f} s)", flush=True)
-    print(f"{'total':>10}: {sum(timings.values()):6.1f} s  ({world.root})")
-    return timings
-
-
-def world_report(world: World, n_prompts: int = 200, n_samples_per_prompt: int = 4, seed: int = 0,
-                 n_examples: int = 5) -> dict:
-    """The numbers that describe a built world (for docs/tiny_world.md): corpus, vocabulary, SFT
-    losses, a few SFT samples, reward/KL of the SFT model against itself, pair statistics."""
-    import numpy as np
-
-    from helpers.corpus import content_words
-    from helpers.evaluate import evaluate_policy, sample_policy, word_rate
-    from helpers.pairs import load_pairs_stats
-
-    tok = load_tokenizer(world)
-    splits = {s: load_reviews(world, s) for s in (world.sft_split, world.pairs_split, world.eval_split)}
-    everything = [t for texts in splits.values() for t in texts]
-    history = load_sft_history(world)
-    model = load_sft_model(world)
-    prompts = get_prompts(world, world.eval_split, n_prompts, seed=seed, tokenizer=tok)
-    examples = sample_policy(model, tok, prompts[:n_examples], 1, world.max_new_tokens, seed=seed,
-                             progress=False)
-    reward_fn = get_reward_fn(world)
-    result = evaluate_policy(model, model, tok, prompts, reward_fn, n_samples_per_prompt,
-                             world.max_new_tokens, seed=seed, progress=False)
-    from helpers.corpus import GOODHART_WORD
-
-    return {
-        "reviews": {s: len(t) for s, t in splits.items()},
-        "distinct_reviews": len(set(everything)),
-        "content_words": len(content_words(everything)),
-        "vocab_size": len(tok),
-        "tokens_per_review": float(np.mean([len(ids) + 1 for ids in tok(splits[world.eval_split])["input_ids"]])),
-        "corpus_reward_mean": float(np.mean(reward_fn(splits[world.eval_split]))),
-        "corpus_reward_std": float(np.std(reward_fn(splits[world.eval_split]))),
-        "n_params": history["n_params"], "sft_steps": world.sft_steps,
-        "sft_batch_size": world.sft_batch_size, "sft_seconds": history["seconds"],
-        "sft_train_loss": history.get("final_train_eval_loss"), "sft_eval_loss": history["final_eval_loss"],
-        "examples": [p + r + ("" if e else " [no EOS]") for p, r, e in
-                     zip(examples["prompt"], examples["response"], examples["ended"])],
-        "sft_reward_mean": result["reward_mean"], "sft_reward_se": result["reward_se"],
-        "sft_reward_std": float(np.std(result["rewards"])),
-        "sft_kl_self": result["kl_mean"], "sft_length_mean": result["length_mean"],
-        "sft_eos_rate": result["eos_rate"], "sft_exclaim_rate": result["exclaim_rate"],
-        "sft_goodhart_rate": word_rate(result["responses"], GOODHART_WORD),
-        "eval": {"n_prompts": n_prompts, "n_samples_per_prompt": n_samples_per_prompt},
-        "pairs": load_pairs_stats(world),
-    }
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m helpers.world",
-                                     description="Build the tiny world into helpers.config.cache_dir().")
-    parser.add_argument("command", choices=["build", "report"],
-                        help="build: every missing stage (and print timings); report: print its numbers as JSON")
-    parser.add_argument("--force", action="store_true", help="rebuild every stage from nothing")
-    parser.add_argument("--no-pairs", action="store_true", help="stop after the SFT model")
-    args = parser.parse_args(argv)
-    set_hub_offline()
-    if args.command == "build":
-        build_world(tiny_world(), force=args.force, pairs=not args.no_pairs)
-    else:
-        print(json.dumps(world_report(tiny_world()), indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -332,7 +332,7 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=None, help="override the world's SFT steps (tiny)")
     args = ap.parse_args()
     os.environ.setdefault("DPO_PROFILE", "tiny")
-    from helpers.world import set_hub_offline
+    from helpers.profiles import set_hub_offline
 
     set_hub_offline()
     s = settings(args.quick)

@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     src = p.add_argument_group("model and data")
     src.add_argument("--profile", choices=["tiny", "gpt2"], default=None,
                      help="take --model/--tokenizer/--data defaults from helpers.world (the SFT model "
-                          "and pairs that `python -m helpers.world build` or the notebooks made)")
+                          "and pairs that `python -m helpers.build build` or the notebooks made)")
     src.add_argument("--model", help="policy initialisation: the SFT model (hub id or absolute path)")
     src.add_argument("--ref-model", help="pi_ref (default: --model)")
     src.add_argument("--tokenizer", help="default: --model")
@@ -128,7 +128,7 @@ def _apply_profile(args) -> None:
         found = sorted(Path(world.pairs_dir).glob("*/dataset"))
         if len(found) != 1:
             raise SystemExit(f"--profile {args.profile}: {len(found)} pair sets in {world.pairs_dir} "
-                             f"({[f.parent.name for f in found]}); build them (python -m helpers.world build) "
+                             f"({[f.parent.name for f in found]}); build them (python -m helpers.build build) "
                              f"or pick one with --data")
         args.data = str(found[0])
 

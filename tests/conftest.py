@@ -102,7 +102,8 @@ SMALL_WORLD = dict(n_reviews=2_500, split_sizes={"prefs": 200, "test": 200}, voc
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory):
     """``helpers.world.tiny_world`` at test size in a session temp folder, fully built (~15 s)."""
-    from helpers.world import build_world, tiny_world
+    from helpers.build import build_world
+    from helpers.world import tiny_world
 
     world = tiny_world(tmp_path_factory.mktemp("small_world"), **SMALL_WORLD)
     build_world(world, pairs=False, progress=False)

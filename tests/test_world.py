@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import build as B
+from helpers import profiles as P
 from helpers import world as W
 
 # ---------------------------------------------------------------------------------- profiles
@@ -48,19 +50,19 @@ def answering_endpoint():
 
 def test_explicit_profiles_and_validation(monkeypatch):
     monkeypatch.delenv("DPO_PROFILE", raising=False)
-    assert W.choose_profile("tiny") == "tiny"
-    assert W.choose_profile("GPT2") == "gpt2"
+    assert P.choose_profile("tiny") == "tiny"
+    assert P.choose_profile("GPT2") == "gpt2"
     monkeypatch.setenv("DPO_PROFILE", "tiny")
-    assert W.choose_profile() == "tiny"
+    assert P.choose_profile() == "tiny"
     with pytest.raises(ValueError, match="DPO_PROFILE"):
-        W.choose_profile("gpt3")
+        P.choose_profile("gpt3")
 
 
 def test_tiny_switches_hub_offline():
     import datasets.config
     import huggingface_hub.constants
 
-    W.choose_profile("tiny")
+    P.choose_profile("tiny")
     assert huggingface_hub.constants.HF_HUB_OFFLINE is True
     assert datasets.config.HF_HUB_OFFLINE is True
 
@@ -68,7 +70,7 @@ def test_tiny_switches_hub_offline():
 def test_auto_without_cuda_is_tiny(capsys, monkeypatch):
     monkeypatch.setenv("DPO_HUB_PROBE", "127.0.0.1:9")  # never reached
     start = time.monotonic()
-    assert W.choose_profile("auto", cuda_available=False) == "tiny"
+    assert P.choose_profile("auto", cuda_available=False) == "tiny"
     assert time.monotonic() - start < 1
     assert "no CUDA" in capsys.readouterr().out
 
@@ -77,7 +79,7 @@ def test_auto_falls_back_when_hub_is_silent(silent_endpoint, capsys, monkeypatch
     """With a GPU but a hub that accepts connections and never answers, auto must not hang."""
     monkeypatch.setenv("DPO_HUB_PROBE", silent_endpoint)
     start = time.monotonic()
-    assert W.choose_profile("auto", cuda_available=True, probe_timeout=2.5) == "tiny"
+    assert P.choose_profile("auto", cuda_available=True, probe_timeout=2.5) == "tiny"
     elapsed = time.monotonic() - start
     assert 2.0 < elapsed < 10, elapsed  # it waited for the probe, and no longer
     assert "did not answer" in capsys.readouterr().out
@@ -89,17 +91,17 @@ def test_probe_refused_silent_and_answering(silent_endpoint, answering_endpoint)
     port = closed.getsockname()[1]
     closed.close()  # nothing listens there now: connection refused
     start = time.monotonic()
-    assert W.probe_hub(f"127.0.0.1:{port}", timeout=2) is False
+    assert P.probe_hub(f"127.0.0.1:{port}", timeout=2) is False
     assert time.monotonic() - start < 1.5
-    assert W.probe_hub(silent_endpoint, timeout=1) is False
-    assert W.probe_hub(silent_endpoint.replace("127", "http://127", 1), timeout=1) is False
+    assert P.probe_hub(silent_endpoint, timeout=1) is False
+    assert P.probe_hub(silent_endpoint.replace("127", "http://127", 1), timeout=1) is False
     # the probe is not always False: a server that answers HTTP passes it
-    assert W.probe_hub(answering_endpoint, timeout=2) is True
+    assert P.probe_hub(answering_endpoint, timeout=2) is True
 
 
 def test_auto_picks_gpt2_when_cuda_and_hub_answer(answering_endpoint, monkeypatch):
     monkeypatch.setenv("DPO_HUB_PROBE", answering_endpoint)
-    assert W.choose_profile("auto", cuda_available=True, verbose=False) == "gpt2"
+    assert P.choose_profile("auto", cuda_available=True, verbose=False) == "gpt2"
 
 
 # ---------------------------------------------------------------------------------- tiny world
@@ -249,7 +251,7 @@ def test_tiny_makes_hub_calls_fail_at_once_even_after_import():
 
     code = (
         "import time, transformers, datasets\n"
-        "from helpers.world import choose_profile\n"
+        "from helpers.profiles import choose_profile\n"
         "choose_profile('tiny')\n"
         "t = time.monotonic()\n"
         "try:\n"
@@ -269,26 +271,33 @@ def test_tiny_makes_hub_calls_fail_at_once_even_after_import():
     assert float(out.stdout.strip().splitlines()[-1]) < 5
 
 
-def test_stale_stages_are_rebuilt(tmp_path, capsys):
-    """A cache built with other settings is wiped (with everything built on it), and a stage
-    folder without an up-to-date stamp is rebuilt, whoever left it there."""
+def test_stale_stages_are_rebuilt_and_nothing_else_is_touched(tmp_path):
+    """A stage built with other settings is rebuilt; files the course did not make are never
+    deleted (the old cache wiped the whole root); a stage folder without its spec is rebuilt."""
+    import shutil
+
+    from helpers.cache import SPEC_FILE
+
     tiny = dict(n_reviews=700, split_sizes={"prefs": 50, "test": 50}, vocab_size=400, n_layer=1,
                 n_embd=16, n_head=2, sft_steps=2, sft_batch_size=8)
     world = W.tiny_world(tmp_path / "w", **tiny)
-    W.build_world(world, pairs=False, progress=False)
-    assert W.stage_is_current(world, world.sft_dir)
-    downstream = Path(world.root, "dpo_runs")  # e.g. another module's results built on this SFT model
-    downstream.mkdir()
-    # other settings, same folder: everything goes, the new settings are built
+    B.build_world(world, pairs=False, progress=False)
+    assert W.stage_is_current(world, world.sft_dir, "sft model")
+    mine = Path(world.root, "my_notes.txt")  # a user's file in the cache folder
+    mine.write_text("keep me")
+    # other settings, same folder: the SFT stage is rebuilt with the new settings
     changed = W.tiny_world(tmp_path / "w", **{**tiny, "sft_steps": 3})
+    assert not W.stage_is_current(changed, changed.sft_dir, "sft model")
     assert W.load_sft_history(changed)["steps"][-1] == 3
-    assert not downstream.exists() and "other settings" in capsys.readouterr().out
-    assert not W.stage_is_current(world, changed.sft_dir)
-    # a stage left without a stamp (an older process finished it late): rebuilt
-    Path(changed.sft_dir, W.STAGE_STAMP).unlink()
+    assert W.stage_is_current(changed, changed.sft_dir, "sft model")
+    assert not W.stage_is_current(world, changed.sft_dir, "sft model")
+    assert mine.read_text() == "keep me"
+    # a stage left without its spec (an interrupted or foreign folder): rebuilt
+    Path(changed.sft_dir, SPEC_FILE).unlink()
     W.load_sft_model(changed)
-    assert W.stage_is_current(changed, changed.sft_dir)
+    assert W.stage_is_current(changed, changed.sft_dir, "sft model")
     # a moved cache still matches its settings
-    W.shutil.copytree(tmp_path / "w", tmp_path / "moved")
+    shutil.copytree(tmp_path / "w", tmp_path / "moved")
     moved = W.tiny_world(tmp_path / "moved", **{**tiny, "sft_steps": 3})
-    assert all(W.stage_is_current(moved, p) for p in (moved.tokenizer_name, moved.base_model, moved.sft_dir))
+    assert all(W.stage_is_current(moved, p, s) for p, s in
+               ((moved.tokenizer_name, "tokenizer"), (moved.base_model, "base model"), (moved.sft_dir, "sft model")))

@@ -68,9 +68,10 @@ print(f"{'helpers':>15} {helpers.__version__}")
 # set it before running the notebooks, e.g. `%env DPO_PROFILE=gpt2` in Colab.
 
 # %%
+from helpers import profiles as P
 from helpers import world as W
 
-profile = W.choose_profile()  # prints why, when the choice was automatic
+profile = P.choose_profile()  # prints why, when the choice was automatic
 task = W.get_world(profile)
 
 # %%

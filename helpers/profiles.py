@@ -1,0 +1,167 @@
+"""The two profiles of the course -- which one runs, and every size each one uses.
+
+``tiny``: a ~1 M-parameter GPT-2 and reviews made here; offline, CPU, minutes (what CI tests).
+``gpt2``: GPT-2 124M + IMDb + a sentiment classifier from the hub, on a GPU (Colab).
+
+Profile switch: ``DPO_PROFILE`` in {auto, tiny, gpt2} (default auto), see ``choose_profile``.
+
+Sizes: one home. ``WORLD_SIZES`` (the world build: corpus, tokenizer, SFT), ``DPO_SIZES`` (the DPO
+runs of notebooks 06-08): a hyper-parameter change is one edit here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+
+PROFILES = ("auto", "tiny", "gpt2")
+HUB_PROBE = "huggingface.co:443"
+
+# ----------------------------------------------------------------------------------------------
+# sizes
+
+# The world build (``helpers.world.World``'s size fields), per profile.
+WORLD_SIZES = {
+    "tiny": dict(prompt_tokens=(2, 8), max_new_tokens=40, pairs_drop_truncated=True, sft_max_length=64,
+                 sft_steps=300, sft_batch_size=64, sft_lr=2e-3, n_reviews=40_000,
+                 split_sizes={"prefs": 4_000, "test": 2_000}, vocab_size=2_000, n_layer=4, n_embd=128,
+                 n_head=4, n_positions=64, seed=0),
+    "gpt2": dict(prompt_tokens=(2, 8), max_new_tokens=48, pairs_drop_truncated=False, sft_max_length=128,
+                 sft_steps=1_000, sft_batch_size=32, sft_lr=5e-5, n_reviews=40_000,
+                 split_sizes={"prefs": 4_000, "test": 2_000}, vocab_size=2_000, n_layer=4, n_embd=128,
+                 n_head=4, n_positions=1024, seed=0),
+}
+
+# The DPO runs of notebooks 06-08, per profile. tiny: a ~1 M-parameter GPT-2 on a laptop CPU in
+# about a minute per run; gpt2: GPT-2 124M on a GPU (Colab), batch 8 x 4 accumulated.
+DPO_SIZES = {
+    "tiny": dict(beta=0.1, lr=1e-4, batch_size=32, gradient_accumulation_steps=1, max_steps=120, warmup_steps=10,
+                 max_length=64, max_prompt_length=16, eval_every=40, n_eval_prompts=32, n_final_prompts=128,
+                 samples_per_prompt=4, sweep_betas=(0.05, 0.2, 1.0), sweep_steps=60, sweep_lr=3e-4,
+                 bon_ns=(1, 2, 4, 8, 16)),
+    "gpt2": dict(beta=0.1, lr=5e-6, batch_size=8, gradient_accumulation_steps=4, max_steps=300, warmup_steps=30,
+                 max_length=96, max_prompt_length=16, eval_every=100, n_eval_prompts=64, n_final_prompts=200,
+                 samples_per_prompt=4, sweep_betas=(0.05, 0.1, 0.5, 1.0), sweep_steps=200, sweep_lr=5e-6,
+                 bon_ns=(1, 2, 4, 8, 16)),
+}
+
+
+def world_sizes(profile: str) -> dict:
+    """A copy of ``WORLD_SIZES[profile]``."""
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in WORLD_SIZES[profile].items()}
+
+
+def dpo_sizes(profile: str) -> dict:
+    """A copy of ``DPO_SIZES[profile]``."""
+    return dict(DPO_SIZES[profile])
+
+
+# ----------------------------------------------------------------------------------------------
+# profile choice
+
+
+def _parse_probe(spec: str) -> tuple[str, str, int]:
+    """``"host:port"`` (TLS, like the hub) or ``"http://host:port"`` (plain HTTP, for tests)."""
+    scheme = "https"
+    if "://" in spec:
+        scheme, spec = spec.split("://", 1)
+    host, _, port = spec.rpartition(":")
+    return scheme, host, int(port)
+
+
+def probe_hub(spec: str | None = None, timeout: float = 2.5) -> bool:
+    """Does the hub *answer* within ``timeout`` seconds (in total)?
+
+    A TCP connect alone is not enough: an endpoint that accepts connections and never answers
+    (a captive proxy, a black-holed firewall) makes ``from_pretrained`` hang forever. So the probe
+    completes a TLS handshake and an HTTP request and waits for the status line, all under one
+    deadline.
+
+    Args:
+        spec: ``"host:port"``, or ``"http://host:port"`` for plain HTTP; default ``$DPO_HUB_PROBE``
+            or ``huggingface.co:443``.
+        timeout: total seconds allowed.
+    Returns:
+        True if an HTTP status line came back in time.
+    """
+    scheme, host, port = _parse_probe(spec or os.environ.get("DPO_HUB_PROBE", HUB_PROBE))
+    deadline = time.monotonic() + timeout
+
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+    try:
+        with socket.create_connection((host, port), timeout=remaining()) as raw:
+            sock = raw
+            if scheme == "https":
+                raw.settimeout(remaining())
+                sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+            sock.settimeout(remaining())
+            sock.sendall(f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            sock.settimeout(remaining())
+            return sock.recv(16).startswith(b"HTTP/")
+    except (OSError, TimeoutError, ValueError):  # socket.timeout and ssl.SSLError are OSErrors
+        return False
+
+
+def set_hub_offline() -> None:
+    """Make every later hub call fail at once instead of retrying for ~23 s (or hanging).
+
+    ``HF_HUB_OFFLINE=1`` in the environment only works if set before huggingface_hub is imported,
+    so also flip the module constants that the libraries read at call time.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+    except ImportError:
+        pass
+    try:
+        import datasets.config
+
+        datasets.config.HF_HUB_OFFLINE = True
+    except ImportError:
+        pass
+
+
+def choose_profile(profile: str | None = None, cuda_available: bool | None = None,
+                   probe_timeout: float = 2.5, verbose: bool = True) -> str:
+    """Resolve ``profile`` (default ``$DPO_PROFILE``, else ``"auto"``) to ``"tiny"`` or ``"gpt2"``.
+
+    ``auto`` picks ``gpt2`` only if CUDA is available *and* the hub answers ``probe_hub`` within
+    ``probe_timeout`` seconds; otherwise ``tiny``, printing one line that says why. It never waits
+    longer than the probe timeout. Choosing ``tiny`` also switches the hub libraries offline.
+
+    Args:
+        profile: "auto", "tiny" or "gpt2" (case-insensitive).
+        cuda_available: override ``torch.cuda.is_available()`` (tests use it to reach the probe).
+        probe_timeout: seconds for the hub probe.
+        verbose: print the one-line reason for ``auto``'s choice.
+    """
+    requested = (profile or os.environ.get("DPO_PROFILE") or "auto").strip().lower()
+    if requested not in PROFILES:
+        raise ValueError(f"DPO_PROFILE must be one of {PROFILES}, got {requested!r}")
+    chosen = requested
+    if requested == "auto":
+        if cuda_available is None:
+            import torch
+
+            cuda_available = torch.cuda.is_available()
+        spec = os.environ.get("DPO_HUB_PROBE", HUB_PROBE)
+        if not cuda_available:
+            chosen, why = "tiny", "no CUDA GPU"
+        elif not probe_hub(spec, timeout=probe_timeout):
+            chosen, why = "tiny", f"the hub ({spec}) did not answer within {probe_timeout:g} s"
+        else:
+            chosen, why = "gpt2", f"CUDA GPU and the hub ({spec}) answers"
+        if verbose:
+            print(f"DPO_PROFILE=auto -> {chosen}: {why}")
+    if chosen == "tiny":
+        set_hub_offline()
+    return chosen

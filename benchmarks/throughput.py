@@ -381,7 +381,7 @@ def main(argv=None) -> None:
     parser = base_parser(__doc__, default_steps=30)
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds per side and mode")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    # defaults: the tiny profile's DPO settings in the notebooks (helpers.implicit.DPO_SIZES["tiny"])
+    # defaults: the tiny profile's DPO settings in the notebooks (helpers.profiles.DPO_SIZES["tiny"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64, help="prompt + response tokens")
     parser.add_argument("--max-prompt-length", type=int, default=16)

@@ -7,7 +7,7 @@ The last token is the only position of a causal model that has attended to the w
 hidden state is what the head reads (as in InstructGPT / TRL's reward models). Every text gets an
 EOS appended before scoring, so the score is always read at the same kind of token.
 
-API (notebook 01 trains one; the RLHF notebook reuses it):
+API (notebook 01 trains one on review pairs; notebook 08 trains another on DPO's preference pairs):
 
     model = build_reward_model(vocab_size=len(tok), pad_token_id=tok.pad_token_id)   # or backbone=path
     pairs = make_review_pairs(texts, rewards, n_pairs=4000)        # [{"chosen", "rejected"}, ...]
@@ -15,7 +15,7 @@ API (notebook 01 trains one; the RLHF notebook reuses it):
     scores = score_texts(model, tok, ["great film.", "dull film."])  # (N,)
     result = evaluate_pairs(model, tok, held_out_pairs)             # {"accuracy", "loss", ...}
     save_reward_model(model, path); model = load_reward_model(path)
-    model, tok = load_or_train_reward_model(world)                  # cached under world.root
+    reward, info = load_or_train_pair_reward_model(world)           # notebook 08's, a helpers.cache artifact
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file, save_file
 
+from helpers.cache import artifact_path, build_artifact, records_fingerprint
 from helpers.config import autocast, get_device, seed_everything, torch_threads
 from helpers.losses import bradley_terry_loss
 
@@ -250,11 +252,11 @@ def evaluate_pairs(model: RewardModel, tokenizer, pairs: list[dict], max_length:
 
 
 def save_reward_model(model: RewardModel, path, tokenizer=None, info: dict | None = None) -> None:
-    """``path/backbone`` (``save_pretrained``), ``path/head.pt``, optional tokenizer and ``info.json``."""
+    """``path/backbone`` (``save_pretrained``), ``path/head.safetensors``, optional tokenizer and ``info.json``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(path / "backbone")
-    torch.save(model.head.state_dict(), path / "head.pt")
+    save_file(model.head.state_dict(), path / "head.safetensors")
     if tokenizer is not None:
         tokenizer.save_pretrained(path / "tokenizer")
     if info is not None:
@@ -265,43 +267,12 @@ def load_reward_model(path, device=None) -> RewardModel:
     """Inverse of ``save_reward_model`` (absolute path: a relative one would be tried as a hub id)."""
     path = Path(path).expanduser().resolve()
     model = build_reward_model(backbone=path / "backbone")
-    model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu", weights_only=True))
+    model.head.load_state_dict(load_file(path / "head.safetensors"))
     return model.to(device or get_device()).eval()
 
 
 def reward_model_dir(world) -> Path:
     return Path(world.root) / "reward_model"
-
-
-def load_or_train_reward_model(world, n_train: int = 4000, n_test: int = 1000, steps: int = 300,
-                               batch_size: int = 32, lr: float = 2e-3, seed: int = 0, force: bool = False,
-                               device=None, progress: bool = False):
-    """The world's reward model: loaded from ``world.root/reward_model`` or trained and saved there.
-
-    Pairs: two reviews of the world's ``sft_split`` (train) / ``eval_split`` (test), ranked by the
-    ground-truth reward (``helpers.world.get_reward_fn``).
-
-    Returns:
-        model, tokenizer, info  (info: {"accuracy", "loss", "n_train", "n_test", "steps", "seconds"})
-    """
-    from helpers import world as W
-
-    tokenizer = W.load_tokenizer(world)
-    folder = reward_model_dir(world)
-    if folder.joinpath("head.pt").exists() and not force:
-        info = json.loads(folder.joinpath("info.json").read_text()) if folder.joinpath("info.json").exists() else {}
-        return load_reward_model(folder, device), tokenizer, info
-    train_pairs, test_pairs = make_world_pairs(world, n_train, n_test, seed)
-    model = build_reward_model(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, seed=seed,
-                               n_positions=max(64, world.n_positions) if world.profile == "tiny" else 1024)
-    model.to(device or get_device())
-    history = train_reward_model(model, tokenizer, train_pairs, steps=steps, batch_size=batch_size, lr=lr,
-                                 seed=seed, progress=progress)
-    result = evaluate_pairs(model, tokenizer, test_pairs)
-    info = {"accuracy": result["accuracy"], "loss": result["loss"], "n_train": n_train, "n_test": n_test,
-            "steps": steps, "seconds": history["seconds"]}
-    save_reward_model(model, folder, info=info)
-    return model, tokenizer, info
 
 
 def make_world_pairs(world, n_train: int = 4000, n_test: int = 1000, seed: int = 0):
@@ -316,3 +287,89 @@ def make_world_pairs(world, n_train: int = 4000, n_test: int = 1000, seed: int =
         texts = rng.sample(texts, min(len(texts), 2 * n + 500))
         out.append(make_review_pairs(texts, reward_fn(texts), n, seed=s))
     return out[0], out[1]
+
+
+# ----------------------------------------------------------------------------- RLHF's reward model (notebook 08)
+
+
+class NormalisedReward:
+    """A text reward rescaled to mean 0, std 1 over reference texts (samples of the SFT model).
+
+    A Bradley-Terry reward model is defined only up to an additive constant (the loss sees score
+    differences) and its scale is arbitrary; normalising on SFT samples makes beta mean the same
+    thing for the learned reward as for any other (Ziegler et al. 2019 do the same).
+
+    Args:
+        reward_fn: ``reward_fn(texts) -> list[float]`` (e.g. a trained reward model's scorer).
+        reference_texts: prompt + response texts sampled from the SFT model; or None with
+            ``mean`` and ``std`` given (constants saved with a model).
+    """
+
+    def __init__(self, reward_fn, reference_texts: list[str] | None = None, mean: float | None = None,
+                 std: float | None = None):
+        self.reward_fn = reward_fn
+        if reference_texts is not None:
+            raw = torch.as_tensor(reward_fn(reference_texts), dtype=torch.float64)
+            mean, std = raw.mean().item(), raw.std().item()
+        if mean is None or std is None:
+            raise ValueError("give reference_texts, or mean and std")
+        self.mean, self.std = mean, std
+
+    def __call__(self, texts) -> list[float]:
+        raw = torch.as_tensor(self.reward_fn(list(texts)), dtype=torch.float64)
+        return ((raw - self.mean) / self.std).tolist()
+
+
+def load_or_train_pair_reward_model(world, steps: int = 300, test_frac: float = 0.1, n_norm: int = 256,
+                                    seed: int = 0, force: bool = False, device=None, path=None):
+    """RLHF's reward model, fit to *the same preference pairs DPO trains on*, normalised on SFT samples.
+
+    Its backbone starts from the SFT model (as in InstructGPT) and it is trained with this module's
+    Bradley-Terry loop on the world's pairs (``helpers.pairs.get_preference_pairs``) minus
+    ``test_frac`` of the prompts (``helpers.runs.split_pairs``, the split notebooks 06-07 train DPO
+    on), whose pairs measure the held-out accuracy. A ``helpers.cache`` artifact under
+    ``world.root/rlhf_reward_model/`` named by every argument and the pairs' fingerprint (or at
+    ``path``, still checked against that spec): a changed argument trains a new model.
+
+    Returns:
+        reward: ``NormalisedReward`` -- ``reward(texts) -> list[float]`` (prompt + response texts),
+            mean 0 / std 1 over ``n_norm`` SFT samples.
+        info: {"heldout_accuracy", "heldout_loss", "n_train_pairs", "n_test_pairs", "steps",
+            "train_s", "norm_mean", "norm_std"}.
+    """
+    from helpers.evaluate import sample_policy
+    from helpers.pairs import get_preference_pairs
+    from helpers.runs import split_pairs
+    from helpers.world import get_prompts, load_sft_model, load_tokenizer, world_spec
+
+    tok = load_tokenizer(world)
+    pairs = get_preference_pairs(world, progress=False)
+    spec = {"artifact": "pair reward model", "world": world_spec(world), "pairs": records_fingerprint(pairs),
+            "steps": steps, "test_frac": test_frac, "n_norm": n_norm, "seed": seed}
+    folder = Path(path) if path is not None else artifact_path(Path(world.root) / "rlhf_reward_model", "rm", spec)
+
+    def train(tmp: Path) -> None:
+        train_pairs, test_pairs = split_pairs(pairs, test_frac, seed=0)
+        train_pairs, test_pairs = [dict(r) for r in train_pairs], [dict(r) for r in test_pairs]
+        model = build_reward_model(backbone=world.sft_dir, seed=seed).to(device or "cpu")
+        history = train_reward_model(model, tok, train_pairs, steps=steps, seed=seed)
+        result = evaluate_pairs(model, tok, test_pairs)
+        # normalisation constants from fresh SFT samples on pair-split prompts
+        sft = load_sft_model(world, device=device)
+        prompts = get_prompts(world, world.pairs_split, n_norm, seed=seed + 1, tokenizer=tok)
+        samples = sample_policy(sft, tok, prompts, 1, world.max_new_tokens, seed=seed + 1, progress=False)
+        raw = score_texts(model, tok, [p + r for p, r in zip(samples["prompt"], samples["response"])])
+        info = {"heldout_accuracy": result["accuracy"], "heldout_loss": result["loss"],
+                "n_train_pairs": len(train_pairs), "n_test_pairs": len(test_pairs), "steps": steps,
+                "train_s": history["seconds"], "norm_mean": raw.double().mean().item(),
+                "norm_std": raw.double().std().item()}
+        save_reward_model(model, tmp, info=info)
+
+    build_artifact(folder, spec, train, force=force)
+    info = json.loads((folder / "info.json").read_text())
+    model = load_reward_model(folder, device)
+    # the saved constants, not a re-estimate: every process (notebook, sweep workers) scores alike
+    reward = NormalisedReward(lambda texts: score_texts(model, tok, list(texts)).tolist(),
+                              mean=info["norm_mean"], std=info["norm_std"])
+    reward.model = model  # the network itself, for whoever needs it (memory accounting, inspection)
+    return reward, info

@@ -370,15 +370,22 @@ def read_metrics_csv(path: str | os.PathLike) -> list[dict]:
 
 
 def get_rng_states() -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state, as tensors and plain Python values only, so that the checkpoint loads with
+    ``torch.load(weights_only=True)`` (no pickled objects: a checkpoint cannot run code)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"python": random.getstate(),
+              "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
 def set_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -400,8 +407,8 @@ def save_checkpoint(path: str | os.PathLike, policy, optimizer, scheduler, state
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    # weights_only=False: the file holds RNG states (tuples, NumPy arrays) that we wrote ourselves.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: tensors and plain Python values only (get_rng_states stores NumPy's state as a tensor)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from helpers import reward_model as rm_mod  # noqa: E402
 from helpers import rlhf  # noqa: E402
 from helpers.config import cache_dir, seed_everything  # noqa: E402
 
@@ -54,7 +55,7 @@ def settings(quick: bool) -> dict:
         "rloo": dict(batch_size=8, mini_batch_size=2, rloo_k=4, rloo_epochs=4),
         "ppo_betas": [0.03, 0.1, 0.3, 1.0], "rloo_betas": [0.03, 0.1, 0.3, 1.0],
         "ppo_gt_betas": [0.03, 0.1, 0.3, 1.0], "dpo_betas": [0.05, 0.1, 0.3, 1.0], "dpo_lr1e-4_betas": [0.1, 0.3, 1.0],
-        # notebook 06-07's sizes (helpers.implicit.DPO_SIZES["tiny"])
+        # notebook 06-07's sizes (helpers.profiles.DPO_SIZES["tiny"])
         "dpo": dict(lr=3e-4, batch_size=32, max_steps=120, warmup_steps=10, max_length=64, max_prompt_length=16),
         "bon_ns": [1, 2, 4, 8, 16], "rm": dict(steps=300),
     }
@@ -101,7 +102,7 @@ def rm_path(s: dict) -> Path | None:
 
 def get_reward_model(world, s: dict):
     """Train (or load) the Bradley-Terry reward model on the world's pairs; normalised on SFT samples."""
-    return rlhf.load_or_train_pair_reward_model(world, path=rm_path(s), **s["rm"])
+    return rm_mod.load_or_train_pair_reward_model(world, path=rm_path(s), **s["rm"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,8 +193,8 @@ def run_one(method: str, beta: float, s: dict) -> dict:
         result["samples"] = out["samples"]
     elif method in ("DPO", "DPO-lr1e-4"):
         # the reward model's training split: DPO and the reward model see the same pairs
-        from helpers.implicit import split_pairs
         from helpers.pairs import get_preference_pairs
+        from helpers.runs import split_pairs
         from helpers.train import DPOConfig, train_dpo
 
         pairs, _ = split_pairs(get_preference_pairs(world, progress=False), 0.1, seed=0)
@@ -302,11 +303,10 @@ def code_lines(objs) -> int:
 
 def lines_of_code() -> dict[str, int]:
     from helpers import logprobs, losses, train
-    from helpers import reward_model as rm_mod
 
     rollout = [rlhf.sample_responses, rlhf.pack_rollout, rlhf.response_logprobs, rlhf.masked_mean,
                rlhf.train_rlhf, rlhf._score, rlhf._rollout_stats, rlhf.ppo_policy_loss, logprobs.token_logprobs]
-    rm_code = [rm_mod, rlhf.load_or_train_pair_reward_model, rlhf.NormalisedReward]  # the whole reward-model module and its use here
+    rm_code = [rm_mod]  # the whole reward-model module (NormalisedReward and the cached pair model included)
     ppo = rollout + [rlhf.ValueHead, rlhf.kl_penalized_rewards, rlhf.compute_gae, rlhf.whiten, rlhf.masked_var,
                      rlhf.ppo_value_loss, rlhf.ppo_step, rlhf.FixedKLController, rlhf.AdaptiveKLController,
                      rlhf.make_kl_controller]

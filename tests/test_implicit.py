@@ -9,23 +9,18 @@ import pytest
 import torch
 
 from helpers.implicit import (
-    best_of_n_curve,
-    beta_sweep,
     bon_kl_bound,
-    dpo_run_dir,
     expected_best_of_n,
     implicit_vs_true,
-    load_or_train_dpo,
-    make_dpo_config,
     pair_implicit_rewards,
     pearson,
     ranking_accuracy,
     response_token_rewards,
     spearman,
-    split_pairs,
     token_implicit_rewards_from_logits,
     token_reward_table,
 )
+from helpers.runs import best_of_n_curve, beta_sweep, dpo_run_dir, load_or_train_dpo, make_dpo_config, split_pairs
 from helpers.world import load_sft_model
 from tests.conftest import build_tiny_gpt2
 
@@ -182,7 +177,10 @@ def test_load_or_train_dpo_caches_the_run_and_keys_it(small_world):
     assert [m["step"] for m in metrics] == [1, 2, 3]
     assert metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
     run_dir = dpo_run_dir(small_world, config, pairs)
-    assert (run_dir / "checkpoint.pt").exists() and (run_dir / "metrics.csv").exists()
+    # a finished run: safetensors + metrics.csv, no resume pickle, no resume folder left behind
+    assert (run_dir / "model.safetensors").exists() and (run_dir / "metrics.csv").exists()
+    assert not list(run_dir.glob("*.pt")) and not run_dir.with_name(run_dir.name + ".resume").exists()
+    assert type(policy).from_pretrained(run_dir) is not None
     # the second call loads: same metrics, same weights, no training step taken
     start = time.perf_counter()
     again, metrics_again = load_or_train_dpo(small_world, config, pairs, device="cpu", progress=False)

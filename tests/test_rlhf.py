@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from helpers import reward_model as rm
 from helpers import rlhf
 from helpers.rlhf import (
     AdaptiveKLController,
@@ -279,7 +280,7 @@ def test_rl_step_on_tiny_gpt2_changes_weights(tiny_models, method):
 def test_normalised_reward_has_mean_zero_std_one_on_reference_texts():
     raw = {"a": 3.0, "bb": 5.0, "ccc": 10.0, "dddd": 2.0}
     fn = lambda texts: [raw[t] for t in texts]  # noqa: E731
-    norm = rlhf.NormalisedReward(fn, list(raw))
+    norm = rm.NormalisedReward(fn, list(raw))
     out = torch.tensor(norm(list(raw)), dtype=torch.float64)
     assert out.mean().item() == pytest.approx(0.0, abs=1e-9)
     assert out.std().item() == pytest.approx(1.0, abs=1e-9)

@@ -33,10 +33,11 @@ from helpers.config import autocast_dtype, get_device, seed_everything
 from helpers.corpus import GOODHART_WORD
 from helpers.data import tokenize_preferences
 from helpers.evaluate import evaluate_policy, word_rate
-from helpers.implicit import dpo_run_dir, dpo_sizes, make_dpo_config, scalar_eval_fn, split_pairs
 from helpers.logprobs import concatenated_forward
 from helpers.losses import dpo_loss
 from helpers.pairs import get_preference_pairs
+from helpers.profiles import dpo_sizes
+from helpers.runs import dpo_run_dir, load_or_train_dpo, make_dpo_config, scalar_eval_fn, split_pairs
 from helpers.train import (
     build_optimizer,
     collate_batch,
@@ -59,7 +60,7 @@ if world.profile == "tiny" and device.type == "cpu":
     # a 1 M-parameter model gains little from a second thread, and on a busy 2-core machine one
     # thread ran this course's sampling 3-4x faster than two (measured)
     torch.set_num_threads(1)
-SIZES = dpo_sizes(world.profile)  # every size of this notebook, per profile (helpers/implicit.py)
+SIZES = dpo_sizes(world.profile)  # every size of this notebook, per profile (helpers/profiles.py)
 tokenizer = load_tokenizer(world)
 sft = load_sft_model(world, device=device)
 reward_fn = get_reward_fn(world, device=device)
@@ -297,10 +298,11 @@ print(checks.check_kl_estimate(kl_estimate))
 # Now the real thing, with `train_dpo`: the policy starts from the SFT model, the reference
 # log-probs are the ones computed above, the metrics carry TRL's names (`loss`, `rewards/chosen`,
 # `rewards/rejected`, `rewards/accuracies`, `rewards/margins`, `logps/chosen`, `logps/rejected`),
-# and the evaluation runs every `eval_every` steps. The checkpoint goes to the cache: if the
-# runtime disconnects, rerunning this cell resumes where the last checkpoint left off, and once the
-# run has finished, rerunning it (or notebook 07) loads the trained policy instead of training
-# again.
+# and the evaluation runs every `eval_every` steps. `helpers.runs.load_or_train_dpo` wraps it for
+# the cache: while the run trains, a resume checkpoint is written every 20 steps (if the runtime
+# disconnects, rerunning this cell resumes where it left off); when it finishes, the policy is
+# saved with `save_pretrained` (safetensors) next to its `metrics.csv`, the resume state is
+# deleted, and rerunning this cell (or notebook 07) loads the policy with `from_pretrained`.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -308,12 +310,12 @@ eval_prompts = get_prompts(world, world.eval_split, n=SIZES["n_eval_prompts"], s
 eval_fn = scalar_eval_fn(ref_model, tokenizer, eval_prompts, reward_fn, SIZES["samples_per_prompt"],
                          world.max_new_tokens)
 run_dir = dpo_run_dir(world, config, train_pairs)
-run_config = replace(config, checkpoint_dir=str(run_dir), checkpoint_every=20, metrics_csv=str(run_dir / "metrics.csv"))
-print(run_config)
-policy = fresh_policy()
+print(config)
 start = time.perf_counter()
-metrics = train_dpo(policy, ref_model, tokenizer, train_pairs, run_config, eval_fn=eval_fn, ref_logps=ref_logps)
-print(f"{len(metrics)} steps in {time.perf_counter() - start:.0f} s; checkpoint {run_dir}")
+# train_dpo inside, with a resume checkpoint every 20 steps; a finished run is saved as safetensors
+policy, metrics = load_or_train_dpo(world, config, train_pairs, tokenizer, ref_model, ref_logps=ref_logps,
+                                    eval_fn=eval_fn, device=device, checkpoint_every=20)
+print(f"{len(metrics)} steps in {time.perf_counter() - start:.0f} s; saved in {run_dir}")
 
 # %%
 viz.plot_dpo_metrics(metrics, smooth=5)

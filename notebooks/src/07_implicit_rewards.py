@@ -29,21 +29,17 @@ from helpers.config import get_device, seed_everything
 from helpers.corpus import GOODHART_WORD, NEGATIVE_WORDS, OPINION_VERBS, POSITIVE_WORDS
 from helpers.evaluate import evaluate_policy, sample_policy
 from helpers.implicit import (
-    best_of_n_curve,
-    beta_sweep,
     bon_kl_bound,
-    dpo_sizes,
     implicit_vs_true,
-    load_or_train_dpo,
-    make_dpo_config,
     pair_implicit_rewards,
     ranking_accuracy,
     response_token_rewards,
-    split_pairs,
     token_implicit_rewards_from_logits,
     token_reward_table,
 )
 from helpers.pairs import get_preference_pairs
+from helpers.profiles import dpo_sizes
+from helpers.runs import best_of_n_curve, beta_sweep, load_or_train_dpo, make_dpo_config, split_pairs
 from helpers.world import get_prompts, get_reward_fn, get_world, load_sft_model, load_tokenizer
 
 transformers.utils.logging.disable_progress_bar()

@@ -33,6 +33,7 @@ import torch
 
 from helpers import checks, rlhf, toy, viz
 from helpers.config import DATA_DIR, get_device, seed_everything
+from helpers.reward_model import load_or_train_pair_reward_model
 from helpers.world import get_prompts, get_reward_fn, get_world, load_sft_model, load_tokenizer
 
 seed_everything(0)
@@ -217,14 +218,14 @@ print(rloo_advantages(torch.tensor([[1.0, 2.0, 3.0, 6.0]])).numpy().round(4))
 # The RLHF pipeline first fits a reward model to the same preference pairs DPO trains on: the
 # Bradley-Terry model of notebook 01 (`helpers.reward_model`: a GPT-2 body with a scalar head, loss
 # $-\log\sigma(s(y_w) - s(y_l))$). Its scale is arbitrary, so we normalise its output to mean 0,
-# std 1 over SFT samples (`rlhf.NormalisedReward`). Its held-out pair accuracy tells how much of the
+# std 1 over SFT samples (`helpers.reward_model.NormalisedReward`). Its held-out pair accuracy tells how much of the
 # ground truth it captured; the pairs' labels are themselves noisy (close rewards), so do not expect
 # 100%.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 t0 = time.perf_counter()
-reward_model, rm_info = rlhf.load_or_train_pair_reward_model(world, device=device)
+reward_model, rm_info = load_or_train_pair_reward_model(world, device=device)
 print(f"reward model: trained on {rm_info['n_train_pairs']} pairs in {rm_info['train_s']:.0f} s "
       f"(loaded in {time.perf_counter() - t0:.0f} s)")
 print(f"held-out pair accuracy: {rm_info['heldout_accuracy']:.3f} on {rm_info['n_test_pairs']} pairs of unseen prompts")

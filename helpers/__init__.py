@@ -1,10 +1,12 @@
 """Shared code for the DPO course: the notebooks and the tests import the same functions.
 
-Layers (each imports only from layers below it):
-  1. config, losses
-  2. logprobs, data, toy, rewards, world
-  3. train, sft, pairs, evaluate, reward_model, checks
-  4. implicit (DPO runs, sweeps, implicit-reward analysis), rlhf (PPO, RLOO), viz
+Layers: a module imports only from its own layer or below, and there are no import cycles
+(tests/test_layers.py checks both).
+  1. config, profiles, cache, losses
+  2. logprobs, data, toy, corpus, rewards, world
+  3. train, sft, evaluate, pairs, reward_model, checks
+  4. implicit (implicit rewards), runs (DPO runs, sweeps), rlhf (PPO, RLOO), viz
+  5. build (python -m helpers.build)
 """
 
 __version__ = "0.1.0"

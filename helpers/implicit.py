@@ -162,44 +162,22 @@ def pair_implicit_rewards(policy, ref_model, tokenizer, pairs, beta: float, max_
             "ref_chosen_logps": rc.numpy(), "ref_rejected_logps": rr.numpy()}
 
 
-def response_implicit_rewards(policy, ref_model, tokenizer, prompts: list[str], responses: list[str], beta: float,
-                              max_length: int = 64, max_prompt_length: int = 16, batch_size: int = 64
-                              ) -> np.ndarray:
-    """r_hat(x, y) for each (prompt, response): (N,) array."""
-    rows = response_token_rewards(policy, ref_model, tokenizer, prompts, responses, beta, max_length,
-                                  max_prompt_length, batch_size)
-    return np.array([r["total"] for r in rows], dtype=np.float64)
-
-
-# --------------------------------------------------------------------------------------------
-# implicit vs true reward
-# --------------------------------------------------------------------------------------------
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 with ties given their average rank (as scipy.stats.rankdata - 1)."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.arange(len(x), dtype=np.float64)
-    for value in np.unique(x):  # average the ranks of tied values
-        tied = x == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
 def pearson(x, y) -> float:
-    """Pearson correlation of two 1-D arrays."""
+    """Pearson correlation of two 1-D arrays (NaN when either is constant)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    x, y = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
-    return float((x * y).sum() / denom) if denom > 0 else float("nan")
+    if x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def spearman(x, y) -> float:
-    """Spearman rank correlation (Pearson of the ranks, ties averaged)."""
-    return pearson(_ranks(x), _ranks(y))
+    """Spearman rank correlation (Pearson of the ranks, ties averaged: ``scipy.stats.spearmanr``)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
 
 
 def ranking_accuracy(chosen_scores, rejected_scores) -> float:

@@ -121,7 +121,7 @@ def ipo_loss(
     return losses, chosen_rewards, rejected_rewards
 
 
-LOSSES = {"sigmoid": dpo_loss, "ipo": ipo_loss}
+LOSS_TYPES = ("sigmoid", "ipo")
 
 
 def preference_loss(loss_type: str, *logps: torch.Tensor, beta: float, label_smoothing: float = 0.0):
@@ -132,4 +132,4 @@ def preference_loss(loss_type: str, *logps: torch.Tensor, beta: float, label_smo
         if label_smoothing:
             raise ValueError("label_smoothing applies to the sigmoid (DPO) loss only")
         return ipo_loss(*logps, beta=beta)
-    raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {sorted(LOSSES)}")
+    raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {LOSS_TYPES}")

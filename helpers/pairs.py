@@ -162,3 +162,25 @@ def load_pairs_stats(world, n_prompts: int = 1000, k: int = 4, seed: int = 0) ->
     """The stats saved with ``get_preference_pairs(world, n_prompts, k, seed)`` (built if missing)."""
     get_preference_pairs(world, n_prompts, k, seed)
     return json.loads((_pairs_path(world, n_prompts, k, seed) / "stats.json").read_text())
+
+
+def split_pairs(pairs, held_out_fraction: float = 0.1, seed: int = 0):
+    """Split preference pairs by *prompt* into training and held-out pairs.
+
+    All pairs of one prompt land on the same side, so held-out accuracy measures generalisation to
+    new prompts, not to new pairings of responses already seen.
+
+    Args:
+        pairs: a ``datasets.Dataset`` (or list of dicts) with a ``prompt`` column.
+    Returns:
+        (train, held_out), same type as ``pairs`` (a Dataset is split with ``select``).
+    """
+    prompts = sorted({p for p in (pairs["prompt"] if hasattr(pairs, "column_names") else [r["prompt"] for r in pairs])})
+    rng = np.random.default_rng(seed)
+    held = set(rng.permutation(prompts)[: max(1, int(round(held_out_fraction * len(prompts))))].tolist())
+    column = pairs["prompt"] if hasattr(pairs, "column_names") else [r["prompt"] for r in pairs]
+    train_idx = [i for i, p in enumerate(column) if p not in held]
+    held_idx = [i for i, p in enumerate(column) if p in held]
+    if hasattr(pairs, "select"):
+        return pairs.select(train_idx), pairs.select(held_idx)
+    return [pairs[i] for i in train_idx], [pairs[i] for i in held_idx]

@@ -326,7 +326,7 @@ def load_or_train_pair_reward_model(world, steps: int = 300, test_frac: float = 
 
     Its backbone starts from the SFT model (as in InstructGPT) and it is trained with this module's
     Bradley-Terry loop on the world's pairs (``helpers.pairs.get_preference_pairs``) minus
-    ``test_frac`` of the prompts (``helpers.runs.split_pairs``, the split notebooks 06-07 train DPO
+    ``test_frac`` of the prompts (``helpers.pairs.split_pairs``, the split notebooks 06-07 train DPO
     on), whose pairs measure the held-out accuracy. A ``helpers.cache`` artifact under
     ``world.root/rlhf_reward_model/`` named by every argument and the pairs' fingerprint (or at
     ``path``, still checked against that spec): a changed argument trains a new model.
@@ -338,8 +338,7 @@ def load_or_train_pair_reward_model(world, steps: int = 300, test_frac: float = 
             "train_s", "norm_mean", "norm_std"}.
     """
     from helpers.evaluate import sample_policy
-    from helpers.pairs import get_preference_pairs
-    from helpers.runs import split_pairs
+    from helpers.pairs import get_preference_pairs, split_pairs
     from helpers.world import get_prompts, load_sft_model, load_tokenizer, world_spec
 
     tok = load_tokenizer(world)

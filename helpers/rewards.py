@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 RewardFn = Callable[[Sequence[str]], list[float]]
 
 DEFAULT_CLASSIFIER = "lvwerra/distilbert-imdb"
-PAPER_CLASSIFIER = "siebert/sentiment-roberta-large-english"
 
 _VADER = None
 

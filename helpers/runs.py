@@ -20,32 +20,11 @@ import numpy as np
 from helpers.cache import artifact_path, build_artifact, file_fingerprint, is_built, records_fingerprint
 from helpers.data import tokenize_preferences
 from helpers.implicit import bon_kl_bound, expected_best_of_n
+from helpers.pairs import split_pairs  # noqa: F401  (notebooks 06-08 import it from here, next to the runs)
 from helpers.profiles import dpo_sizes
 
 # DPOConfig fields that do not change the trained policy: left out of a run's spec.
 BOOKKEEPING = ("checkpoint_dir", "metrics_csv", "checkpoint_every", "eval_every", "ref_batch_size")
-
-
-def split_pairs(pairs, held_out_fraction: float = 0.1, seed: int = 0):
-    """Split preference pairs by *prompt* into training and held-out pairs.
-
-    All pairs of one prompt land on the same side, so held-out accuracy measures generalisation to
-    new prompts, not to new pairings of responses already seen.
-
-    Args:
-        pairs: a ``datasets.Dataset`` (or list of dicts) with a ``prompt`` column.
-    Returns:
-        (train, held_out), same type as ``pairs`` (a Dataset is split with ``select``).
-    """
-    prompts = sorted({p for p in (pairs["prompt"] if hasattr(pairs, "column_names") else [r["prompt"] for r in pairs])})
-    rng = np.random.default_rng(seed)
-    held = set(rng.permutation(prompts)[: max(1, int(round(held_out_fraction * len(prompts))))].tolist())
-    column = pairs["prompt"] if hasattr(pairs, "column_names") else [r["prompt"] for r in pairs]
-    train_idx = [i for i, p in enumerate(column) if p not in held]
-    held_idx = [i for i, p in enumerate(column) if p in held]
-    if hasattr(pairs, "select"):
-        return pairs.select(train_idx), pairs.select(held_idx)
-    return [pairs[i] for i in train_idx], [pairs[i] for i in held_idx]
 
 
 def dpo_run_spec(world, config, train_pairs) -> dict:

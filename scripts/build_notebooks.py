@@ -1,41 +1,49 @@
-"""Build notebooks from their percent-format sources and execute them (tiny profile, fixed seeds).
+"""Pair, sync and execute the notebooks (tiny profile, fixed seeds).
 
-    python scripts/build_notebooks.py            # every notebooks/src/NN_*.py
+    python scripts/build_notebooks.py            # every notebooks/NN_*.ipynb
     python scripts/build_notebooks.py 02 03      # just these
-    python scripts/build_notebooks.py --no-run   # write the .ipynb without executing
+    python scripts/build_notebooks.py --no-run   # sync only: no execution (a Markdown typo)
 
-A source is a Python file: ``# %%`` opens a code cell, ``# %% [markdown]`` a markdown cell whose
-lines are ``# ``-commented. The first markdown cell gets the Open-in-Colab badge; the standard
-setup cell (SETUP_CELL below, identical in every notebook) is inserted right after it.
+Each ``notebooks/NN_*.ipynb`` is paired by jupytext with ``notebooks/src/NN_*.py`` (py:percent;
+``[tool.jupytext]`` in pyproject.toml). Edit either -- in an editor, JupyterLab or Colab -- then this
+script runs ``jupytext --sync`` (the newer file's inputs win; outputs and cell ids are kept) and
+executes the notebook in place with nbclient. ``tests/test_notebooks_meta.py`` fails when a pair
+disagrees or when a notebook's setup cell is not ``SETUP_CELL`` below (every notebook carries the
+same one; ``--update-setup`` writes it into every source).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
-from helpers.config import COLAB_URL, REPO_URL  # noqa: E402
+from helpers.config import COLAB_URL
 
+ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "notebooks" / "src"
 OUT = ROOT / "notebooks"
 
-SETUP_CELL = f'''\
+SETUP_CELL = '''\
 # Setup (the same cell in every notebook). In Colab: fetch the course once and install only what
 # Colab lacks. Locally: find the repository root. Either way, make `import helpers` work.
-import importlib.util, os, subprocess, sys
-REPO_URL = os.environ.get("DPO_COURSE_REPO", "{REPO_URL}")
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO_URL = os.environ.get("DPO_COURSE_REPO", "https://github.com/dpo-course/dpo-from-scratch")
 if "google.colab" in sys.modules:
     root = os.environ.get("DPO_COURSE_DIR", "/content/dpo-from-scratch")
     if not os.path.isdir(os.path.join(root, "helpers")):
         subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, root], check=True)
-    needed = {{"vaderSentiment": "vaderSentiment", "nbval": "nbval"}}
+    needed = {"vaderSentiment": "vaderSentiment"}  # what Colab lacks to run the notebooks
     missing = [pkg for pkg, mod in needed.items() if importlib.util.find_spec(mod) is None]
     if missing:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
@@ -46,7 +54,9 @@ else:
 if root not in sys.path:
     sys.path.insert(0, root)
 import helpers
+
 print("helpers", helpers.__version__, "from", root)'''
+SETUP_SOURCE = "# NBVAL_IGNORE_OUTPUT\n" + SETUP_CELL
 
 
 def badge(name: str) -> str:
@@ -54,49 +64,32 @@ def badge(name: str) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
-def parse_source(text: str) -> list[tuple[str, str]]:
-    """Split a percent-format file into [(kind, source)], kind in {'code', 'markdown'}."""
-    cells: list[tuple[str, list[str]]] = []
-    for line in text.splitlines():
-        m = re.match(r"^# %%(.*)$", line)
-        if m:
-            kind = "markdown" if "[markdown]" in m.group(1) else "code"
-            cells.append((kind, []))
-            continue
-        if not cells:  # a module docstring or blank lines before the first marker are dropped
-            continue
-        cells[-1][1].append(line)
-    out = []
-    for kind, lines in cells:
-        if kind == "markdown":
-            lines = [re.sub(r"^# ?", "", ln) for ln in lines]
-        body = "\n".join(lines).strip("\n")
-        if body.strip():
-            out.append((kind, body))
-    return out
-
-
 def build(src: Path) -> Path:
-    name = src.stem + ".ipynb"
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.metadata["colab"] = {"provenance": []}
-    cells = parse_source(src.read_text(encoding="utf-8"))
-    setup_done = False
-    for i, (kind, body) in enumerate(cells):
-        if kind == "markdown":
-            if i == 0:
-                body = badge(name) + "\n\n" + body
-            nb.cells.append(nbformat.v4.new_markdown_cell(body))
-        else:
-            nb.cells.append(nbformat.v4.new_code_cell(body))
-        if i == 0:
-            nb.cells.append(nbformat.v4.new_code_cell("# NBVAL_IGNORE_OUTPUT\n" + SETUP_CELL))
-            setup_done = True
-    assert setup_done, f"{src}: empty source"
-    path = OUT / name
+    """``OUT/<name>.ipynb`` freshly made from its source, no outputs (for runs outside notebooks/)."""
+    nb = jupytext.read(src)
+    path = OUT / (src.stem + ".ipynb")
     nbformat.write(nb, path)
+    return path
+
+
+def update_setup(src: Path) -> None:
+    """Write ``SETUP_CELL`` into a source's setup cell (the first code cell)."""
+    nb = jupytext.read(src)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    code[0].source = SETUP_SOURCE
+    jupytext.write(nb, src, fmt="py:percent")
+
+
+def sync(src: Path) -> Path:
+    """``jupytext --sync``: the pair agrees afterwards (a missing .ipynb is created)."""
+    path = OUT / (src.stem + ".ipynb")
+    target = path if path.exists() else src
+    subprocess.run([sys.executable, "-m", "jupytext", "--sync", "--quiet", str(target)], check=True)
+    nb = nbformat.read(path, as_version=4)
+    if nb.cells[1].source != SETUP_SOURCE:
+        sys.exit(f"{src.name}: the second cell is not the standard setup cell (run with --update-setup)")
+    if badge(path.name) not in nb.cells[0].source:
+        sys.exit(f"{src.name}: the first cell lacks its Colab badge: {badge(path.name)}")
     return path
 
 
@@ -117,7 +110,8 @@ def execute(path: Path, timeout: int = 900) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("only", nargs="*", help="notebook number prefixes, e.g. 02 03")
-    ap.add_argument("--no-run", action="store_true", help="build without executing")
+    ap.add_argument("--no-run", action="store_true", help="sync without executing")
+    ap.add_argument("--update-setup", action="store_true", help="write SETUP_CELL into every source first")
     args = ap.parse_args()
     sources = sorted(SRC.glob("[0-9][0-9]_*.py"))
     if args.only:
@@ -125,10 +119,13 @@ def main() -> None:
     if not sources:
         sys.exit("no notebook sources matched")
     for src in sources:
-        path = build(src)
-        print(f"built {path.relative_to(ROOT)}")
+        if args.update_setup:
+            update_setup(src)
+        path = sync(src)
+        print(f"synced {path.relative_to(ROOT)} <-> {src.relative_to(ROOT)}")
         if not args.no_run:
             execute(path)
+            subprocess.run([sys.executable, "-m", "jupytext", "--sync", "--quiet", str(path)], check=True)
 
 
 if __name__ == "__main__":

@@ -190,3 +190,41 @@ def test_readme_badges_point_at_notebooks_in_the_repository():
         assert (ROOT / relative).is_file(), f"README badge path {relative} does not exist in the repository"
     listed = {url.rsplit("/", 1)[-1] for url in urls}
     assert {p.name for p in NOTEBOOKS} <= listed, "a built notebook is missing from README's map"
+
+
+# --------------------------------------------------------------------------------- jupytext pairing
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+def test_notebook_and_its_source_agree(src):
+    import jupytext
+
+    nb = nbformat.read(ROOT / "notebooks" / (src.stem + ".ipynb"), as_version=4)
+    text = jupytext.read(src)
+    assert nb.metadata.get("jupytext", {}).get("formats") == "ipynb,src//py:percent"
+    mine = [(c.cell_type, c.source) for c in nb.cells]
+    theirs = [(c.cell_type, c.source) for c in text.cells]
+    assert mine == theirs, f"{src.name} and its .ipynb disagree: run `jupytext --sync notebooks/{src.stem}.ipynb`"
+
+
+def test_sync_keeps_outputs_and_cell_ids(tmp_path):
+    """Editing the source's Markdown and syncing updates the notebook without dropping its outputs."""
+    import jupytext
+
+    nb_path = NOTEBOOKS[0]
+    (tmp_path / "src").mkdir()
+    shutil.copy(nb_path, tmp_path / nb_path.name)
+    src = tmp_path / "src" / (nb_path.stem + ".py")
+    shutil.copy(ROOT / "notebooks" / "src" / src.name, src)
+    before = nbformat.read(tmp_path / nb_path.name, as_version=4)
+    text = jupytext.read(src)
+    md = next(i for i, c in enumerate(text.cells) if c.cell_type == "markdown" and i > 0)
+    text.cells[md].source += "\n\nA typo fixed."
+    jupytext.write(text, src, fmt="py:percent")
+    os.utime(src, None)  # newer than the .ipynb: its inputs win
+    subprocess.run([sys.executable, "-m", "jupytext", "--sync", "--quiet", str(tmp_path / nb_path.name)], check=True)
+    after = nbformat.read(tmp_path / nb_path.name, as_version=4)
+    assert after.cells[md].source.endswith("A typo fixed.")
+    assert [c.get("id") for c in after.cells] == [c.get("id") for c in before.cells]
+    assert [c.get("outputs") for c in after.cells] == [c.get("outputs") for c in before.cells]
+    assert any(c.get("outputs") for c in after.cells), "the copied notebook had outputs to keep"

@@ -1,4 +1,21 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,src//py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dpo-course/dpo-from-scratch/blob/main/notebooks/00_setup_and_tour.ipynb)
+#
 # # 00 — Set-up and a tour of the course
 #
 # This course derives **Direct Preference Optimization** (DPO; Rafailov et al., 2023), implements it
@@ -8,6 +25,34 @@
 # the course repository once and installs only what Colab lacks (`vaderSentiment`, `nbval`); on your
 # own machine it only finds the repository root. Either way it makes `import helpers` work — the
 # course's small library, which the notebooks and the tests share. Running it twice is harmless.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Setup (the same cell in every notebook). In Colab: fetch the course once and install only what
+# Colab lacks. Locally: find the repository root. Either way, make `import helpers` work.
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO_URL = os.environ.get("DPO_COURSE_REPO", "https://github.com/dpo-course/dpo-from-scratch")
+if "google.colab" in sys.modules:
+    root = os.environ.get("DPO_COURSE_DIR", "/content/dpo-from-scratch")
+    if not os.path.isdir(os.path.join(root, "helpers")):
+        subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, root], check=True)
+    needed = {"vaderSentiment": "vaderSentiment"}  # what Colab lacks to run the notebooks
+    missing = [pkg for pkg, mod in needed.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+else:
+    root = os.getcwd()
+    while not os.path.isdir(os.path.join(root, "helpers")) and os.path.dirname(root) != root:
+        root = os.path.dirname(root)
+if root not in sys.path:
+    sys.path.insert(0, root)
+import helpers
+
+print("helpers", helpers.__version__, "from", root)
 
 # %% [markdown]
 # ## Where are we running?
@@ -149,6 +194,7 @@ def log_softmax(logits):
 
 checks.check_log_softmax(log_softmax)
 
+
 # %% [markdown]
 # **Solution.**
 
@@ -160,6 +206,7 @@ def log_softmax(logits):
 
 
 checks.check_log_softmax(log_softmax)
+
 
 # %% [markdown]
 # ### Exercise 2 — the KL divergence
@@ -177,6 +224,7 @@ def kl_divergence(p, q):
 
 
 checks.check_kl_divergence(kl_divergence)
+
 
 # %% [markdown]
 # **Solution.** `torch.special.xlogy(p, p)` is $p\log p$ with $0\log 0 = 0$.

@@ -1,10 +1,55 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,src//py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dpo-course/dpo-from-scratch/blob/main/notebooks/01_preferences_bradley_terry.ipynb)
+#
 # # 01 — Preferences and the Bradley-Terry model
 #
 # RLHF learns from **comparisons**: shown two responses to the same prompt, a person says which one
 # is better. This notebook is about the model that turns such comparisons into numbers — the
 # Bradley-Terry model — and about RLHF's first learned component, the **reward model**, fitted to
 # comparisons with it. DPO (notebook 03) will reuse exactly this likelihood.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Setup (the same cell in every notebook). In Colab: fetch the course once and install only what
+# Colab lacks. Locally: find the repository root. Either way, make `import helpers` work.
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO_URL = os.environ.get("DPO_COURSE_REPO", "https://github.com/dpo-course/dpo-from-scratch")
+if "google.colab" in sys.modules:
+    root = os.environ.get("DPO_COURSE_DIR", "/content/dpo-from-scratch")
+    if not os.path.isdir(os.path.join(root, "helpers")):
+        subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, root], check=True)
+    needed = {"vaderSentiment": "vaderSentiment"}  # what Colab lacks to run the notebooks
+    missing = [pkg for pkg, mod in needed.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+else:
+    root = os.getcwd()
+    while not os.path.isdir(os.path.join(root, "helpers")) and os.path.dirname(root) != root:
+        root = os.path.dirname(root)
+if root not in sys.path:
+    sys.path.insert(0, root)
+import helpers
+
+print("helpers", helpers.__version__, "from", root)
 
 # %% [markdown]
 # ## Where preferences sit in the RLHF pipeline
@@ -34,6 +79,7 @@ from helpers.losses import bradley_terry_loss
 
 torch.set_printoptions(precision=4, sci_mode=False)
 
+
 # %% [markdown]
 # ## The Bradley-Terry model
 #
@@ -58,6 +104,7 @@ def bradley_terry_prob(r_w, r_l):
 
 
 checks.check_bradley_terry_prob(bradley_terry_prob)
+
 
 # %% [markdown]
 # **Solution.**
@@ -102,6 +149,7 @@ for i, j in [(0, 1), (1, 4), (2, 3)]:
     print(f"{world.responses[i]:>6} vs {world.responses[j]:<5}: won {rate.item():.2f} of "
           f"{int(wins[i, j] + wins[j, i])} comparisons; Bradley-Terry says {bradley_terry_prob(r[i], r[j]).item():.2f}")
 
+
 # %% [markdown]
 # ## Fitting rewards by maximum likelihood
 #
@@ -127,6 +175,7 @@ def bt_loss(chosen_scores, rejected_scores):
 
 checks.check_bt_loss(bt_loss)
 
+
 # %% [markdown]
 # **Solution.**
 
@@ -137,6 +186,7 @@ def bt_loss(chosen_scores, rejected_scores):
 
 
 checks.check_bt_loss(bt_loss)
+
 
 # %% [markdown]
 # Fit the six scores with L-BFGS on this loss (`toy.fit_bt_rewards`), starting from all zeros:

@@ -1,4 +1,21 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,src//py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dpo-course/dpo-from-scratch/blob/main/notebooks/02_rlhf_objective.ipynb)
+#
 # # 02 — The RLHF objective and its optimal policy
 #
 # RLHF does not simply maximise reward. It maximises reward **while staying close to a reference
@@ -12,6 +29,34 @@
 #
 # Everything here happens in a *toy world*: one prompt $x$ and six possible responses, so a policy
 # is just six probabilities and every sum can be computed exactly.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Setup (the same cell in every notebook). In Colab: fetch the course once and install only what
+# Colab lacks. Locally: find the repository root. Either way, make `import helpers` work.
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO_URL = os.environ.get("DPO_COURSE_REPO", "https://github.com/dpo-course/dpo-from-scratch")
+if "google.colab" in sys.modules:
+    root = os.environ.get("DPO_COURSE_DIR", "/content/dpo-from-scratch")
+    if not os.path.isdir(os.path.join(root, "helpers")):
+        subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, root], check=True)
+    needed = {"vaderSentiment": "vaderSentiment"}  # what Colab lacks to run the notebooks
+    missing = [pkg for pkg, mod in needed.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+else:
+    root = os.getcwd()
+    while not os.path.isdir(os.path.join(root, "helpers")) and os.path.dirname(root) != root:
+        root = os.path.dirname(root)
+if root not in sys.path:
+    sys.path.insert(0, root)
+import helpers
+
+print("helpers", helpers.__version__, "from", root)
 
 # %%
 import math
@@ -38,6 +83,7 @@ for y, p, r in zip(world.responses, world.pi_ref, world.r):
     print(f"{y:>10} {p.item():8.2f} {r.item():6.2f}")
 print(f"sum pi_ref = {world.pi_ref.sum().item():.4f}")
 
+
 # %% [markdown]
 # ## The objective, term by term
 #
@@ -62,6 +108,7 @@ def rlhf_objective(pi, pi_ref, r, beta):
 
 
 checks.check_rlhf_objective(rlhf_objective)
+
 
 # %% [markdown]
 # **Solution.**
@@ -122,6 +169,7 @@ print(f"max |J(pi) - (beta log Z - beta KL(pi || pi*))| over 1000 policies = {(l
 print(f"J(pi*) = {rlhf_objective(pi_star, world.pi_ref, world.r, beta).item():.4f} "
       f">= J of every random policy: {bool((lhs <= rlhf_objective(pi_star, world.pi_ref, world.r, beta)).all())}")
 
+
 # %% [markdown]
 # ### Exercise 2 — the optimal policy
 #
@@ -135,6 +183,7 @@ def optimal_policy(pi_ref, r, beta):
 
 
 checks.check_optimal_policy(optimal_policy)
+
 
 # %% [markdown]
 # **Solution.** $\log\pi^*(y) = \log\pi_{\mathrm{ref}}(y) + r(y)/\beta - \log Z$ — a softmax of

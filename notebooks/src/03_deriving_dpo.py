@@ -1,4 +1,21 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,src//py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dpo-course/dpo-from-scratch/blob/main/notebooks/03_deriving_dpo.ipynb)
+#
 # # 03 — Deriving DPO, every step checked in numbers
 #
 # Notebook 02 found the maximiser of the RLHF objective:
@@ -11,6 +28,34 @@
 # that computes it, in the same six-response toy world as notebook 02.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# Setup (the same cell in every notebook). In Colab: fetch the course once and install only what
+# Colab lacks. Locally: find the repository root. Either way, make `import helpers` work.
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO_URL = os.environ.get("DPO_COURSE_REPO", "https://github.com/dpo-course/dpo-from-scratch")
+if "google.colab" in sys.modules:
+    root = os.environ.get("DPO_COURSE_DIR", "/content/dpo-from-scratch")
+    if not os.path.isdir(os.path.join(root, "helpers")):
+        subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, root], check=True)
+    needed = {"vaderSentiment": "vaderSentiment"}  # what Colab lacks to run the notebooks
+    missing = [pkg for pkg, mod in needed.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+else:
+    root = os.getcwd()
+    while not os.path.isdir(os.path.join(root, "helpers")) and os.path.dirname(root) != root:
+        root = os.path.dirname(root)
+if root not in sys.path:
+    sys.path.insert(0, root)
+import helpers
+
+print("helpers", helpers.__version__, "from", root)
+
+# %%
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
@@ -21,6 +66,7 @@ from helpers.losses import bradley_terry_loss, dpo_loss
 torch.set_printoptions(precision=4, sci_mode=False)
 world = toy.make_toy()
 beta = 1.0
+
 
 # %% [markdown]
 # ## Step 1 — the reward in terms of the optimal policy
@@ -43,6 +89,7 @@ def reward_from_policy(pi_star, pi_ref, beta, log_z):
 
 
 checks.check_reward_from_policy(reward_from_policy)
+
 
 # %% [markdown]
 # **Solution.**
@@ -114,6 +161,7 @@ for name, r_shifted in [("r + f(x)   ", r_x + f_x), ("r + g(x, y)", r_x + g_xy)]
     dpi = (toy.optimal_policy(pi_ref_x, r_shifted, beta) - toy.optimal_policy(pi_ref_x, r_x, beta)).abs().max().item()
     print(f"{name}: max |change in P(y_i > y_j | x)| = {dP:.4f}, max |change in pi*(y | x)| = {dpi:.4f}")
 
+
 # %% [markdown]
 # ## Step 3 — the DPO loss
 #
@@ -141,6 +189,7 @@ def my_dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, re
 
 
 checks.check_dpo_loss(my_dpo_loss)
+
 
 # %% [markdown]
 # **Solution** (the course's `helpers.losses.dpo_loss` computes the same, and also returns the

@@ -1,4 +1,21 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,src//py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dpo-course/dpo-from-scratch/blob/main/notebooks/04_sequence_logprobs.ipynb)
+#
 # # 04 — Sequence log-probabilities: the one number DPO needs from a language model
 #
 # The DPO loss (notebook 03) needs, for every preference pair $(x, y_w, y_l)$, four numbers:
@@ -17,6 +34,34 @@
 # The model is the SFT model of the course's task world (notebook 05 trains it; it is loaded from
 # the cache, or built when missing): a 1 M-parameter GPT-2 on short movie reviews in the `tiny`
 # profile, GPT-2 124M on IMDb in the `gpt2` profile.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Setup (the same cell in every notebook). In Colab: fetch the course once and install only what
+# Colab lacks. Locally: find the repository root. Either way, make `import helpers` work.
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO_URL = os.environ.get("DPO_COURSE_REPO", "https://github.com/dpo-course/dpo-from-scratch")
+if "google.colab" in sys.modules:
+    root = os.environ.get("DPO_COURSE_DIR", "/content/dpo-from-scratch")
+    if not os.path.isdir(os.path.join(root, "helpers")):
+        subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, root], check=True)
+    needed = {"vaderSentiment": "vaderSentiment"}  # what Colab lacks to run the notebooks
+    missing = [pkg for pkg, mod in needed.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+else:
+    root = os.getcwd()
+    while not os.path.isdir(os.path.join(root, "helpers")) and os.path.dirname(root) != root:
+        root = os.path.dirname(root)
+if root not in sys.path:
+    sys.path.insert(0, root)
+import helpers
+
+print("helpers", helpers.__version__, "from", root)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -105,6 +150,7 @@ for t in range(len(input_ids) - 1):
     lp = logprobs_all[t, target].item()
     print(f"{t:>8}  {tokenizer.decode([input_ids[t]])!r:<18} {tokenizer.decode([target])!r:<14}{lp:8.2f}")
 
+
 # %% [markdown]
 # ## 3. Log-softmax, gather, mask, sum
 #
@@ -130,6 +176,7 @@ def my_sequence_logprobs(logits, labels):
 
 checks.check_sequence_logprobs(my_sequence_logprobs)
 
+
 # %% [markdown]
 # **Solution** (the same lines as `helpers.logprobs.sequence_logprobs`, which the rest of the
 # course uses):
@@ -152,6 +199,7 @@ print("equals helpers.logprobs.sequence_logprobs:", torch.allclose(ours, sequenc
 # %%
 print(f"log pi(y|x) = {ours.item():.4f}")
 print(f"pi(y|x)     = {math.exp(ours.item()):.3g}")
+
 
 # %% [markdown]
 # The probability of a whole response is tiny even for a fluent one: it is a product of many
@@ -288,6 +336,7 @@ lp_right = sequence_logprobs(lg, right.to(device))
 lp_wrong = sequence_logprobs(lg, wrong.to(device))
 print(f"log pi(EOS | x, y) that the wrong mask drops, per row: {[f'{v:.2f}' for v in (lp_right - lp_wrong).tolist()]}")
 
+
 # %% [markdown]
 # ### Exercise 2 — labels from lengths
 #
@@ -303,6 +352,7 @@ def response_labels(input_ids, prompt_length, length):
 
 
 checks.check_response_labels(response_labels)
+
 
 # %% [markdown]
 # **Solution.**

@@ -1,4 +1,21 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,src//py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dpo-course/dpo-from-scratch/blob/main/notebooks/05_sft_reference.ipynb)
+#
 # # 05 — SFT: the reference model $\pi_{\mathrm{ref}}$
 #
 # Every quantity in DPO is measured **relative to a reference policy**: the implicit reward is
@@ -23,6 +40,34 @@
 # This notebook trains the SFT model of our task world: next-token cross-entropy on review texts.
 # It shows the run (loss curve, samples before and after) and saves the model to the cache, where
 # notebooks 04-08 load it (`helpers.world.load_sft_model`, which rebuilds it when missing).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Setup (the same cell in every notebook). In Colab: fetch the course once and install only what
+# Colab lacks. Locally: find the repository root. Either way, make `import helpers` work.
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO_URL = os.environ.get("DPO_COURSE_REPO", "https://github.com/dpo-course/dpo-from-scratch")
+if "google.colab" in sys.modules:
+    root = os.environ.get("DPO_COURSE_DIR", "/content/dpo-from-scratch")
+    if not os.path.isdir(os.path.join(root, "helpers")):
+        subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, root], check=True)
+    needed = {"vaderSentiment": "vaderSentiment"}  # what Colab lacks to run the notebooks
+    missing = [pkg for pkg, mod in needed.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+else:
+    root = os.getcwd()
+    while not os.path.isdir(os.path.join(root, "helpers")) and os.path.dirname(root) != root:
+        root = os.path.dirname(root)
+if root not in sys.path:
+    sys.path.insert(0, root)
+import helpers
+
+print("helpers", helpers.__version__, "from", root)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -85,6 +130,7 @@ print(f"{len(texts)} training reviews, {len(held_out)} held-out reviews")
 for t in texts[:3]:
     print(" -", t)
 
+
 # %% [markdown]
 # ## Exercise 1 — the SFT loss
 #
@@ -100,6 +146,7 @@ def sft_loss(logits, input_ids, attention_mask):
 
 
 checks.check_sft_loss(sft_loss)
+
 
 # %% [markdown]
 # **Solution.** It equals the loss Hugging Face models compute themselves when given
@@ -212,6 +259,7 @@ per_token = {name: (score_responses(m, ids_p, ids_r, tokenizer.pad_token_id) / n
 for name, v in per_token.items():
     print(f"under the {name:>4} model: {v:6.2f} nats per token")
 
+
 # %% [markdown]
 # Under the base model the pairs are far off-distribution. With it as $\pi_{\mathrm{ref}}$, the
 # log-ratios $\log\pi_\theta/\pi_{\mathrm{ref}}$ would start huge and be about "this is a review"
@@ -237,6 +285,7 @@ def make_pairs(prompt, responses, rewards):
 
 
 checks.check_make_pairs(make_pairs)
+
 
 # %% [markdown]
 # **Solution** (`helpers.pairs.pairs_from_samples` does the same for many prompts):

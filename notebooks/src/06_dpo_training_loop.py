@@ -1,4 +1,21 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,src//py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dpo-course/dpo-from-scratch/blob/main/notebooks/06_dpo_training_loop.ipynb)
+#
 # # 06 — The DPO training loop, from scratch
 #
 # Everything is in place: sequence log-probs (04), the SFT reference and preference pairs sampled
@@ -12,6 +29,34 @@
 # and then trains: with a progress bar, the metrics TRL users know, a periodic evaluation of
 # ground-truth reward and KL on held-out prompts, checkpoints, and a resumed run. It ends with SFT
 # and DPO samples side by side.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Setup (the same cell in every notebook). In Colab: fetch the course once and install only what
+# Colab lacks. Locally: find the repository root. Either way, make `import helpers` work.
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO_URL = os.environ.get("DPO_COURSE_REPO", "https://github.com/dpo-course/dpo-from-scratch")
+if "google.colab" in sys.modules:
+    root = os.environ.get("DPO_COURSE_DIR", "/content/dpo-from-scratch")
+    if not os.path.isdir(os.path.join(root, "helpers")):
+        subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, root], check=True)
+    needed = {"vaderSentiment": "vaderSentiment"}  # what Colab lacks to run the notebooks
+    missing = [pkg for pkg, mod in needed.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+else:
+    root = os.getcwd()
+    while not os.path.isdir(os.path.join(root, "helpers")) and os.path.dirname(root) != root:
+        root = os.path.dirname(root)
+if root not in sys.path:
+    sys.path.insert(0, root)
+import helpers
+
+print("helpers", helpers.__version__, "from", root)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -81,6 +126,7 @@ for r in train_pairs.select(range(3)):
     print(f"{r['prompt']!r}\n   chosen   [{r['chosen_reward']:+.2f}] {r['chosen']!r}\n"
           f"   rejected [{r['rejected_reward']:+.2f}] {r['rejected']!r}")
 
+
 # %% [markdown]
 # ## 2. The policy and the frozen reference
 #
@@ -106,6 +152,7 @@ print(f"trainable parameters: policy {n_train > 0}, reference {n_ref}")
 print("reference in eval mode:", not ref_model.training)
 print("same weights at step 0:", all(torch.equal(a, b) for a, b in zip(policy.parameters(), ref_model.parameters())))
 
+
 # %% [markdown]
 # ## 3. One batch and its loss
 #
@@ -126,6 +173,7 @@ def dpo_batch_loss(policy, ref_model, batch, beta):
 
 
 checks.check_dpo_batch_loss(dpo_batch_loss)
+
 
 # %% [markdown]
 # **Solution.**
@@ -250,6 +298,7 @@ print("losses, by hand   :", [f"{v:.4f}" for v in hand_losses])
 print("losses, train_dpo :", [f"{m['loss']:.4f}" for m in helper_metrics])
 del hand, helper_policy
 
+
 # %% [markdown]
 # ## 8. Evaluation: reward and KL on held-out prompts
 #
@@ -277,6 +326,7 @@ def kl_estimate(policy_logps, ref_logps, prompt_index):
 
 
 checks.check_kl_estimate(kl_estimate)
+
 
 # %% [markdown]
 # **Solution** (`helpers.evaluate.evaluate_policy` does the same):
@@ -325,6 +375,7 @@ for m in metrics:
     if "eval/reward_mean" in m:
         print(f"{m['step']:5d} {m['loss']:7.4f} {m['rewards/accuracies']:6.2f} {m['rewards/margins']:7.3f} "
               f"{m['eval/reward_mean']:+7.3f} ± {m['eval/reward_se']:.3f} {m['eval/kl_mean']:7.2f} ± {m['eval/kl_se']:.2f}")
+
 
 # %% [markdown]
 # Read the panels left to right: the loss falls from $\ln 2$; the accuracy (the share of pairs in

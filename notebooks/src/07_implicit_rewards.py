@@ -1,4 +1,21 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,src//py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dpo-course/dpo-from-scratch/blob/main/notebooks/07_implicit_rewards.ipynb)
+#
 # # 07 — Implicit rewards, made visible
 #
 # DPO's title claim: *your language model is secretly a reward model*. The policy trained in
@@ -12,6 +29,34 @@
 # rejected separately), as a distribution of margins, against the ground-truth reward, token by
 # token over the text, interactively, and across $\beta$ — the reward-vs-KL frontier of the paper's
 # Fig. 2, with best-of-$N$ sampling from the SFT model as a reference curve.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Setup (the same cell in every notebook). In Colab: fetch the course once and install only what
+# Colab lacks. Locally: find the repository root. Either way, make `import helpers` work.
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO_URL = os.environ.get("DPO_COURSE_REPO", "https://github.com/dpo-course/dpo-from-scratch")
+if "google.colab" in sys.modules:
+    root = os.environ.get("DPO_COURSE_DIR", "/content/dpo-from-scratch")
+    if not os.path.isdir(os.path.join(root, "helpers")):
+        subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, root], check=True)
+    needed = {"vaderSentiment": "vaderSentiment"}  # what Colab lacks to run the notebooks
+    missing = [pkg for pkg, mod in needed.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+else:
+    root = os.getcwd()
+    while not os.path.isdir(os.path.join(root, "helpers")) and os.path.dirname(root) != root:
+        root = os.path.dirname(root)
+if root not in sys.path:
+    sys.path.insert(0, root)
+import helpers
+
+print("helpers", helpers.__version__, "from", root)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -63,6 +108,7 @@ policy, metrics = load_or_train_dpo(world, config, train_pairs, tokenizer, ref_m
 print(f"profile {world.profile}; policy: beta = {beta}, {len(metrics)} steps; "
       f"{len(held_out_pairs)} held-out pairs")
 
+
 # %% [markdown]
 # ## 1. The implicit reward of a response
 #
@@ -77,6 +123,7 @@ def implicit_reward(policy_logps, ref_logps, beta):
 
 
 checks.check_implicit_reward(implicit_reward)
+
 
 # %% [markdown]
 # **Solution.**
@@ -168,6 +215,7 @@ print(f"ranking accuracy on the held-out pairs with the larger true-reward gaps:
       f"{ranking_accuracy(held['chosen'][big], held['rejected'][big]):.3f}, smaller gaps: "
       f"{ranking_accuracy(held['chosen'][~big], held['rejected'][~big]):.3f}")
 
+
 # %% [markdown]
 # The correlation is positive but far from 1, for reasons worth knowing: the implicit reward is
 # defined only up to the per-prompt constant $\beta\log Z(x)$, so comparisons *across* prompts mix
@@ -197,6 +245,7 @@ def token_implicit_rewards(policy_logits, ref_logits, labels, beta):
 
 
 checks.check_token_implicit_rewards(token_implicit_rewards)
+
 
 # %% [markdown]
 # **Solution** (`helpers.implicit.token_implicit_rewards_from_logits`):
@@ -287,6 +336,7 @@ for g, values in credit.items():
 browse = many[: SIZES["n_eval_prompts"]]  # the policy's own samples
 viz.token_browser(browse)
 
+
 # %% [markdown]
 # ## 7. The β sweep: the reward-vs-KL frontier
 #
@@ -308,6 +358,7 @@ def bon_kl_bound_mine(n):
 
 
 checks.check_bon_kl_bound(bon_kl_bound_mine)
+
 
 # %% [markdown]
 # **Solution.**

@@ -1,4 +1,21 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,src//py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dpo-course/dpo-from-scratch/blob/main/notebooks/08_rlhf_vs_dpo.ipynb)
+#
 # # 08 · The RLHF pipeline DPO replaces: reward model + PPO, RLOO, DPO and best-of-N on one task
 #
 # The DPO paper sells DPO by contrast with RLHF: *fit a reward model, then run PPO against it with
@@ -21,6 +38,34 @@
 # The plan: (1) the toy world, where all three roads provably end at the same policy pi*;
 # (2) the pieces of PPO and RLOO, with two exercises; (3) a reward model and short live runs;
 # (4) the full frontier (a saved sweep), its cost, and the reward hacking that comes with it.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Setup (the same cell in every notebook). In Colab: fetch the course once and install only what
+# Colab lacks. Locally: find the repository root. Either way, make `import helpers` work.
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO_URL = os.environ.get("DPO_COURSE_REPO", "https://github.com/dpo-course/dpo-from-scratch")
+if "google.colab" in sys.modules:
+    root = os.environ.get("DPO_COURSE_DIR", "/content/dpo-from-scratch")
+    if not os.path.isdir(os.path.join(root, "helpers")):
+        subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, root], check=True)
+    needed = {"vaderSentiment": "vaderSentiment"}  # what Colab lacks to run the notebooks
+    missing = [pkg for pkg, mod in needed.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+else:
+    root = os.getcwd()
+    while not os.path.isdir(os.path.join(root, "helpers")) and os.path.dirname(root) != root:
+        root = os.path.dirname(root)
+if root not in sys.path:
+    sys.path.insert(0, root)
+import helpers
+
+print("helpers", helpers.__version__, "from", root)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -88,6 +133,7 @@ viz.plot_toy_convergence(toy_results[beta]["histories"], ax=axes[1])
 plt.tight_layout()
 plt.show()
 
+
 # %% [markdown]
 # DPO's error here is statistical (200,000 labelled pairs); PPO's and RLOO's shrink as their
 # learning rate decays to zero. None of the three is told pi*; each gets there from its own kind of
@@ -123,6 +169,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -
 
 
 print(checks.check_gae(gae))
+
 
 # %% [markdown]
 # The worked solution (what `helpers.rlhf.compute_gae` does for a padded batch of responses):
@@ -184,6 +231,7 @@ for measured_kl in (12.0, 12.0, 6.6, 3.0, 6.0):
     ctl.update(measured_kl, n_steps=256)
     print(f"measured KL {measured_kl:4.1f} nats -> beta {ctl.value:.4f}")
 
+
 # %% [markdown]
 # **RLOO** (Ahmadian et al. 2024) drops the value head and GAE. Sample k responses per prompt, give
 # each one reward $R_i = r(x, y_i) - \beta\log\frac{\pi(y_i|x)}{\pi_\text{ref}(y_i|x)}$ for the whole
@@ -200,6 +248,7 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
 
 
 print(checks.check_rloo_advantages(rloo_advantages))
+
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -47,7 +47,7 @@ from common import (
     trl_missing_reason,
 )
 
-from helpers.data import tokenize_preferences  # noqa: E402
+from helpers.data import pad_token_id_of, tokenize_preferences  # noqa: E402
 from helpers.train import (  # noqa: E402
     DPOConfig,
     build_optimizer,
@@ -77,7 +77,7 @@ class Ours:
                                 batch_size=args.batch_size, max_length=args.max_length,
                                 max_prompt_length=args.max_prompt_length, precompute_ref_logps=precompute,
                                 ref_batch_size=args.batch_size)
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_token_id = pad_token_id_of(tokenizer)
         self.examples = tokenize_preferences(records, tokenizer, args.max_length, args.max_prompt_length)
         self.policy = disable_dropout(copy.deepcopy(model).to(device))
         ref = freeze_reference(copy.deepcopy(model).to(device))

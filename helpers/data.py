@@ -144,6 +144,40 @@ def tokenize_preferences(
     return examples
 
 
+def pad_token_id_of(tokenizer) -> int:
+    """The id that fills padding: the tokenizer's pad token, else its EOS (GPT-2 has no pad token).
+
+    Only ever fills space: attention masks and labels come from the true lengths, so a pad equal to
+    EOS never hides a real EOS (notebook 04 shows the trap).
+    """
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def pad_rows(rows: list[list[int]], pad_value: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token rows of different lengths into one (B, T) long tensor, T = the longest row.
+
+    Args:
+        rows: B lists of ints (token ids, or labels).
+        pad_value: what fills the padding (a pad id, or ``IGNORE_INDEX`` for labels).
+        side: "right" (training and scoring: every row starts at position 0) or "left" (generation:
+            every prompt ends where the new tokens start).
+    Returns:
+        (values, attention_mask): (B, T) long each; the mask is 1 on real entries, 0 on padding.
+    """
+    if side not in ("right", "left"):
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+    width = max(len(r) for r in rows)
+    values = torch.full((len(rows), width), pad_value, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, row in enumerate(rows):
+        if not row:
+            continue
+        cols = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
+        values[i, cols] = torch.tensor(row, dtype=torch.long)
+        mask[i, cols] = 1
+    return values, mask
+
+
 def collate_preferences(examples: list[dict], pad_token_id: int) -> dict:
     """Right-pad B tokenized pairs into one concatenated batch of 2B rows, chosen first.
 
@@ -154,15 +188,8 @@ def collate_preferences(examples: list[dict], pad_token_id: int) -> dict:
         ``input_ids``, ``attention_mask``, ``labels``: (2B, T) long tensors, rows 0..B-1 chosen,
         B..2B-1 rejected (what ``helpers.logprobs.concatenated_forward`` expects).
     """
-    rows = [(ex["chosen_input_ids"], ex["chosen_labels"]) for ex in examples]
-    rows += [(ex["rejected_input_ids"], ex["rejected_labels"]) for ex in examples]
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)  # (2B, T)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for r, (ids, lab) in enumerate(rows):
-        n = len(ids)
-        input_ids[r, :n] = torch.tensor(ids)
-        attention_mask[r, :n] = 1
-        labels[r, :n] = torch.tensor(lab)
+    ids = [ex["chosen_input_ids"] for ex in examples] + [ex["rejected_input_ids"] for ex in examples]
+    labs = [ex["chosen_labels"] for ex in examples] + [ex["rejected_labels"] for ex in examples]
+    input_ids, attention_mask = pad_rows(ids, pad_token_id)  # (2B, T)
+    labels, _ = pad_rows(labs, IGNORE_INDEX)  # (2B, T)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

@@ -25,18 +25,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from helpers.data import pad_rows, pad_token_id_of
 from helpers.logprobs import IGNORE_INDEX, token_logprobs
 
 
 def _left_padded(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad prompt ids for generation: (B, T) input_ids and attention_mask."""
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            input_ids[i, width - len(row):] = torch.tensor(row)
-            attention_mask[i, width - len(row):] = 1
+    input_ids, attention_mask = pad_rows(rows, pad_token_id, side="left")  # (B, T)
     return input_ids.to(device), attention_mask.to(device)
 
 
@@ -72,7 +67,7 @@ def sample_policy(model, tokenizer, prompts: list[str], n_samples_per_prompt: in
     if temperature <= 0:
         raise ValueError("temperature must be > 0 (greedy decoding is not sampling from pi)")
     device = next(model.parameters()).device
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    eos, pad = tokenizer.eos_token_id, pad_token_id_of(tokenizer)
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     jobs = [i for i in range(len(prompts)) for _ in range(n_samples_per_prompt)]
     out = {k: [] for k in ("prompt_index", "prompt", "response", "prompt_ids", "response_ids",
@@ -129,14 +124,8 @@ def score_responses(model, prompt_ids: list[list[int]], response_ids: list[list[
         rows = [p + r for p, r in zip(prompt_ids[start:start + batch_size],
                                       response_ids[start:start + batch_size])]
         n_prompt = [len(p) for p in prompt_ids[start:start + batch_size]]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for i, (row, n) in enumerate(zip(rows, n_prompt)):
-            input_ids[i, : len(row)] = torch.tensor(row)
-            attention_mask[i, : len(row)] = 1
-            labels[i, n: len(row)] = torch.tensor(row[n:], dtype=torch.long)
+        input_ids, attention_mask = pad_rows(rows, pad_token_id)  # (B, T)
+        labels, _ = pad_rows([[IGNORE_INDEX] * n + row[n:] for row, n in zip(rows, n_prompt)], IGNORE_INDEX)
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         # float32, no autocast: KL is a small difference of two large log-probs, and bf16 noise
         # in either would swamp it

@@ -24,7 +24,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from helpers.data import collate_preferences, tokenize_preference, tokenize_preferences
+from helpers.data import collate_preferences, pad_token_id_of, tokenize_preference, tokenize_preferences
 from helpers.logprobs import token_logprobs
 
 # --------------------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def response_token_rewards(policy, ref_model, tokenizer, prompts: list[str], res
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     examples = _examples_for_responses(tokenizer, prompts, responses, max_length, max_prompt_length)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id_of(tokenizer)
     out = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
@@ -128,7 +128,7 @@ def pair_logps(model, tokenizer, pairs, max_length: int = 64, max_prompt_length:
     from helpers.logprobs import concatenated_forward
 
     examples = tokenize_preferences(pairs, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id_of(tokenizer)
     device = next(model.parameters()).device
     was = model.training
     model.eval()

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from helpers.cache import artifact_path, build_artifact, records_fingerprint
 from helpers.config import autocast, get_device, seed_everything, torch_threads
+from helpers.data import pad_rows, pad_token_id_of
 from helpers.losses import bradley_terry_loss
 
 
@@ -128,14 +129,8 @@ def encode_texts(tokenizer, texts, max_length: int = 64, device=None) -> dict:
     text), since the score is read at the end.
     """
     eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     rows = [tokenizer(t, add_special_tokens=False)["input_ids"][-(max_length - 1):] + [eos] for t in texts]
-    length = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for k, r in enumerate(rows):
-        input_ids[k, :len(r)] = torch.tensor(r)
-        attention_mask[k, :len(r)] = 1
+    input_ids, attention_mask = pad_rows(rows, pad_token_id_of(tokenizer))  # (B, T)
     device = device or torch.device("cpu")
     return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 

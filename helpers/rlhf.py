@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
+from helpers.data import pad_rows
 from helpers.logprobs import IGNORE_INDEX, token_logprobs
 
 # ----------------------------------------------------------------------------------------------
@@ -163,11 +164,8 @@ def sample_responses(model, prompts: list[list[int]], max_new_tokens: int, tempe
     """
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):  # left padding: every prompt ends where generation starts
-        input_ids[i, width - len(p):] = torch.tensor(p)
-        attention_mask[i, width - len(p):] = 1
+    # left padding: every prompt ends where generation starts
+    input_ids, attention_mask = pad_rows(prompts, pad_token_id, side="left")  # (B, width)
     was_training = model.training
     model.eval()
     out = model.generate(
@@ -201,18 +199,13 @@ def pack_rollout(prompts: list[list[int]], responses: list[list[int]], pad_token
     B = len(prompts)
     T = max(len(p) + len(r) for p, r in zip(prompts, responses))
     R = max(len(r) for r in responses)
-    input_ids = torch.full((B, T), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((B, T), dtype=torch.long)
-    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+    input_ids, attention_mask = pad_rows([p + r for p, r in zip(prompts, responses)], pad_token_id)  # (B, T)
+    labels, _ = pad_rows([[IGNORE_INDEX] * len(p) + r for p, r in zip(prompts, responses)], IGNORE_INDEX)
     resp_index = torch.zeros((B, R), dtype=torch.long)
     resp_mask = torch.zeros((B, R), dtype=torch.bool)
     for i, (p, r) in enumerate(zip(prompts, responses)):
-        n, m = len(p), len(r)
-        input_ids[i, : n + m] = torch.tensor(p + r)
-        attention_mask[i, : n + m] = 1
-        labels[i, n: n + m] = torch.tensor(r)
-        resp_index[i] = (n - 1 + torch.arange(R)).clamp(max=T - 2)
-        resp_mask[i, :m] = True
+        resp_index[i] = (len(p) - 1 + torch.arange(R)).clamp(max=T - 2)
+        resp_mask[i, : len(r)] = True
     batch = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
                  resp_index=resp_index, resp_mask=resp_mask)
     return {k: v.to(device) for k, v in batch.items()}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.cache import artifact_path, build_artifact, file_fingerprint, is_built, records_fingerprint
-from helpers.data import tokenize_preferences
+from helpers.data import pad_token_id_of, tokenize_preferences
 from helpers.implicit import bon_kl_bound, expected_best_of_n
 from helpers.pairs import split_pairs  # noqa: F401  (notebooks 06-08 import it from here, next to the runs)
 from helpers.profiles import dpo_sizes
@@ -162,7 +162,7 @@ def beta_sweep(world, betas, train_pairs, eval_prompts, reward_fn, base_config=N
     ref_model = ref_model if ref_model is not None else load_sft_model(world, device=device)
     base_config = base_config or make_dpo_config(world)
     examples = tokenize_preferences(train_pairs, tokenizer, base_config.max_length, base_config.max_prompt_length)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id_of(tokenizer)
     ref_logps = compute_ref_logps(ref_model, examples, pad, base_config.ref_batch_size)
     results = []
     for beta in betas:

@@ -17,8 +17,8 @@ import time
 import torch
 
 from helpers.config import autocast, get_device
-
-IGNORE_INDEX = -100
+from helpers.data import pad_rows
+from helpers.logprobs import IGNORE_INDEX
 
 
 def tokenize_texts(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
@@ -36,12 +36,7 @@ def collate_texts(rows: list[list[int]], pad_token_id: int) -> dict:
     ``labels`` equals ``input_ids`` on real tokens and -100 on padding (the model shifts labels
     by one itself when given ``labels=``).
     """
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        attention_mask[i, : len(row)] = 1
+    input_ids, attention_mask = pad_rows(rows, pad_token_id)  # (B, T)
     labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.config import autocast, seed_everything
-from helpers.data import collate_preferences, tokenize_preferences
+from helpers.data import collate_preferences, pad_token_id_of, tokenize_preferences
 from helpers.logprobs import concatenated_forward
 from helpers.losses import preference_loss
 
@@ -451,7 +451,7 @@ def train_dpo(
         a list of dicts with ``step``, ``epoch``, ``lr``, the PAIR_METRICS, ``grad_norm`` and any
         ``eval/...`` entries; also written to ``config.metrics_csv`` when set.
     """
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_token_id = pad_token_id_of(tokenizer)
     examples = tokenize_preferences(train_pairs, tokenizer, config.max_length, config.max_prompt_length)
     for i, ex in enumerate(examples):
         ex["index"] = i

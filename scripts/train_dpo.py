@@ -36,7 +36,7 @@ from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import GradientAccumulationPlugin  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from helpers.data import tokenize_preferences  # noqa: E402
+from helpers.data import pad_token_id_of, tokenize_preferences  # noqa: E402
 from helpers.train import (  # noqa: E402
     CSV_COLUMNS,
     DPOConfig,
@@ -205,7 +205,7 @@ def main(argv=None) -> list[dict]:
     torch.manual_seed(config.seed)  # the same on every process; prepare() also broadcasts the weights
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_token_id = pad_token_id_of(tokenizer)
     records = load_records(args.data, args.split)
     examples = tokenize_preferences(records, tokenizer, config.max_length, config.max_prompt_length)
     for i, ex in enumerate(examples):

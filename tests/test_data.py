@@ -127,3 +127,31 @@ def test_mask_scores_exactly_response_and_eos(tiny_tokenizer, prompt, chosen, re
     n_scored = (batch["labels"] != IGNORE_INDEX).sum(-1)
     assert n_scored.tolist() == [len(ex["chosen_input_ids"]) - len(prompt_ids), len(ex["rejected_input_ids"]) - len(prompt_ids)]
     assert torch.equal(batch["attention_mask"].sum(-1), torch.tensor([len(ex["chosen_input_ids"]), len(ex["rejected_input_ids"])]))
+
+
+def test_pad_rows_right_and_left_against_a_naive_loop():
+    from helpers.data import pad_rows
+
+    rows = [[5, 6, 7], [8], [], [1, 2]]
+    for side in ("right", "left"):
+        values, mask = pad_rows(rows, -1, side=side)
+        assert values.shape == mask.shape == (4, 3)
+        for i, row in enumerate(rows):
+            pad = [-1] * (3 - len(row))
+            expect = row + pad if side == "right" else pad + row
+            assert values[i].tolist() == expect
+            assert mask[i].tolist() == [int(v != -1) for v in expect]
+    with pytest.raises(ValueError, match="side"):
+        pad_rows(rows, 0, side="middle")
+
+
+def test_pad_token_id_of_falls_back_to_eos_only_without_a_pad():
+    from helpers.data import pad_token_id_of
+
+    class Tok:  # the two attributes pad_token_id_of reads
+        def __init__(self, pad, eos):
+            self.pad_token_id, self.eos_token_id = pad, eos
+
+    assert pad_token_id_of(Tok(1, 0)) == 1
+    assert pad_token_id_of(Tok(0, 0)) == 0
+    assert pad_token_id_of(Tok(None, 50256)) == 50256

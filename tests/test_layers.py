@@ -17,10 +17,10 @@ LAYER_OF = {m: layer for layer, mods in LAYERS.items() for m in mods}
 
 def imports_of(module: str) -> set[str]:
     path = HELPERS / f"{module}.py"
-    if not path.exists():
-        path = HELPERS / module / "__init__.py"
+    paths = [path] if path.exists() else sorted((HELPERS / module).glob("*.py"))  # a package: all its files
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    nodes = [n for p in paths for n in ast.walk(ast.parse(p.read_text()))]
+    for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.module:
             if node.module == "helpers":
                 found |= {a.name for a in node.names}

@@ -1,0 +1,74 @@
+"""Checkers of notebook 00 (set-up and tour)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from helpers import toy
+from helpers.checks._core import Verdict, _checker, _close, _compare, _fail, _pass, _run, _Stop, _t
+
+
+@_checker
+def check_log_softmax(fn) -> Verdict:
+    """Exercise: ``log_softmax(logits)`` -> log-probabilities over the last dimension, without overflow."""
+    name = "log_softmax"
+    cases = [
+        (_t([1.0, 2.0, 3.0]), "logits [1, 2, 3]"),
+        (_t([[0.5, -1.0, 2.0, 0.0], [3.0, 3.0, -2.0, 1.0]]), "a (2, 4) batch of logits"),
+        (_t([1000.0, 1001.0, 1002.0]), "logits [1000, 1001, 1002]"),
+        (_t([-1000.0, -1001.0, -999.0]), "logits [-1000, -1001, -999]"),
+    ]
+    for logits, context in cases:
+        got = _run(name, fn, logits.clone())
+        expected = F.log_softmax(logits, -1)
+        wrongs = [
+            (torch.softmax(logits, -1), "you returned probabilities (softmax); take their log -- or better, "
+                                        "compute logits - logsumexp(logits) directly."),
+            (logits, "you returned the logits unchanged; subtract logsumexp(logits) so that exp of the result sums to 1."),
+            (logits - logits.max(-1, keepdim=True).values, "subtracting the max alone does not normalise; "
+                                                           "subtract logsumexp(logits) instead."),
+            (F.log_softmax(logits, 0) if logits.dim() == 2 else None,
+             "you normalised over the batch (dim 0); normalise over the last dimension (the vocabulary / responses)."),
+        ]
+        if logits.abs().max() >= 1000 and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned inf/nan for {context}: exp(1000) overflows (exp(-1000) underflows). "
+                                    "Use the log-sum-exp trick: logits - m - log(sum(exp(logits - m))), m = max."))
+        _compare(name, got, expected, [w for w in wrongs if w[0] is not None], context)
+    return _pass(name, "normalised over the last dimension and stable at logits of +-1000.")
+
+
+@_checker
+def check_kl_divergence(fn) -> Verdict:
+    """Exercise: ``kl_divergence(p, q)`` = KL(p || q) = sum_y p(y) log(p(y) / q(y)), in nats."""
+    name = "kl_divergence"
+    cases = [
+        (_t([0.5, 0.3, 0.2]), _t([0.2, 0.3, 0.5]), "p = [0.5, 0.3, 0.2], q = [0.2, 0.3, 0.5]"),
+        (_t([0.7, 0.1, 0.1, 0.1]), _t([0.25, 0.25, 0.25, 0.25]), "p = [0.7, 0.1, 0.1, 0.1], q uniform"),
+        (_t([0.6, 0.4, 0.0]), _t([0.3, 0.3, 0.4]), "p = [0.6, 0.4, 0.0] (a zero in p), q = [0.3, 0.3, 0.4]"),
+    ]
+    same = _run(name, fn, _t([0.2, 0.5, 0.3]), _t([0.2, 0.5, 0.3]))
+    if not _close(same, _t(0.0)):
+        if same.numel() != 1:
+            raise _Stop(_fail(name, f"returned shape {tuple(same.shape)}; KL(p || q) is one number: sum over y."))
+        raise _Stop(_fail(name, f"KL(p || p) must be 0, got {same.item():.4g}."))
+    for p, q, context in cases:
+        got = _run(name, fn, p.clone(), q.clone())
+        expected = toy.kl_divergence(p, q)
+        with torch.no_grad():
+            logratio = torch.where(p > 0, torch.log(p) - torch.log(q), torch.zeros_like(p))
+        wrongs = [
+            (toy.kl_divergence(q, p),
+             "you computed KL(q || p): the arguments are swapped. KL is not symmetric; "
+             "weight by the first argument p: sum p log(p/q)."),
+            (-expected, "wrong sign: KL(p || q) = sum p log(p / q) is >= 0."),
+            ((p * logratio).mean(), "you took the mean over responses; KL is a sum over y "
+                                    "(your value is K times too small)."),
+            (logratio.sum(), "each log-ratio must be weighted by p(y): sum_y p(y) log(p(y)/q(y))."),
+            (p * logratio, "you returned the per-response terms; sum them to one number."),
+        ]
+        if (p == 0).any() and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned nan for {context}: a response with p(y) = 0 contributes "
+                                    "0 * log 0, which is 0 by convention (use torch.where or xlogy)."))
+        _compare(name, got, expected, wrongs, context)
+    return _pass(name, "sum_y p(y) log(p(y)/q(y)), zero when p = q, and p(y) = 0 terms count as 0.")

@@ -1,0 +1,65 @@
+"""Checkers of notebook 01 (preferences, Bradley-Terry)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from helpers.checks._core import Verdict, _checker, _compare, _fail, _pass, _run, _Stop, _t
+from helpers.losses import bradley_terry_loss
+
+
+@_checker
+def check_bradley_terry_prob(fn) -> Verdict:
+    """Exercise: ``bradley_terry_prob(r_w, r_l)`` = P(y_w preferred to y_l) = sigmoid(r_w - r_l)."""
+    name = "bradley_terry_prob"
+    cases = [
+        (_t([1.0, 0.0, -0.5, 2.0]), _t([0.0, 0.0, 0.5, -1.0]), "r_w = [1, 0, -0.5, 2], r_l = [0, 0, 0.5, -1]"),
+        (_t([-2.0, -1.0]), _t([-1.0, -3.0]), "negative rewards r_w = [-2, -1], r_l = [-1, -3]"),
+        (_t([800.0, -800.0]), _t([799.0, -799.0]), "large rewards r_w = [800, -800], r_l = [799, -799]"),
+    ]
+    for r_w, r_l, context in cases:
+        got = _run(name, fn, r_w.clone(), r_l.clone())
+        expected = torch.sigmoid(r_w - r_l)
+        wrongs = [
+            (torch.sigmoid(r_l - r_w), "wrong sign: that is P(y_l preferred); the winner's reward comes first, "
+                                       "sigmoid(r_w - r_l)."),
+            (r_w / (r_w + r_l), "r_w / (r_w + r_l) is Bradley-Terry for positive *strengths*; rewards are "
+                                "logs of strengths: exp(r_w) / (exp(r_w) + exp(r_l)) = sigmoid(r_w - r_l)."),
+            (r_w - r_l, "that is the reward margin, not a probability: pass it through the sigmoid."),
+            (torch.sigmoid(r_w), "the probability depends on both rewards: sigmoid(r_w - r_l)."),
+        ]
+        if r_w.abs().max() > 500 and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned nan for {context}: exp(800) overflows to inf and inf/inf = nan. "
+                                    "Use torch.sigmoid(r_w - r_l), which depends only on the difference."))
+        _compare(name, got, expected, wrongs, context)
+    return _pass(name, "sigmoid(r_w - r_l), also for negative and very large rewards.")
+
+
+@_checker
+def check_bt_loss(fn) -> Verdict:
+    """Exercise: ``bt_loss(chosen_scores, rejected_scores)`` -> (B,) per-pair -log sigmoid(s_w - s_l)."""
+    name = "bt_loss"
+    cases = [
+        (_t([1.0, 0.0, -0.5], torch.float32), _t([0.0, 0.0, 0.5], torch.float32), "scores s_w = [1, 0, -0.5], s_l = [0, 0, 0.5]"),
+        (_t([2.0, -3.0, 0.3, 1.0], torch.float32), _t([-1.0, 1.0, 0.2, 1.0], torch.float32), "four pairs"),
+        (_t([-100.0, 150.0], torch.float32), _t([100.0, -50.0], torch.float32),
+         "margins s_w - s_l = [-200, 200] in float32"),
+    ]
+    for s_w, s_l, context in cases:
+        got = _run(name, fn, s_w.clone(), s_l.clone())
+        expected = bradley_terry_loss(s_w.double(), s_l.double())
+        d = (s_w - s_l).double()
+        wrongs = [
+            (F.logsigmoid(d), "wrong sign: the loss is the *negative* log-likelihood, -log sigmoid(s_w - s_l) >= 0."),
+            (-F.logsigmoid(-d), "chosen and rejected are swapped: the margin is s_w - s_l."),
+            (-F.logsigmoid(d).mean(), "you returned the mean over pairs; return one loss per pair, shape (B,) -- "
+                                      "the training loop takes the mean."),
+            (-F.logsigmoid(d).sum(), "you returned the sum over pairs; return one loss per pair, shape (B,)."),
+            (1 - torch.sigmoid(d), "that is 1 - P(y_w > y_l), not the negative log-likelihood -log sigmoid(s_w - s_l)."),
+        ]
+        if d.abs().max() >= 200 and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned inf for {context}: sigmoid(-200) underflows to 0 in float32 and "
+                                    "log(0) = -inf. Use F.logsigmoid(x), never torch.log(torch.sigmoid(x))."))
+        _compare(name, got, expected, wrongs, context, tol=1e-4)
+    return _pass(name, "-log sigmoid(s_w - s_l) per pair, finite at margins of +-200.")

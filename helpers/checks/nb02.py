@@ -1,0 +1,68 @@
+"""Checkers of notebook 02 (the RLHF objective)."""
+
+from __future__ import annotations
+
+import torch
+
+from helpers import toy
+from helpers.checks._core import Verdict, _checker, _compare, _fail, _pass, _run, _Stop, _t
+
+
+@_checker
+def check_optimal_policy(fn) -> Verdict:
+    """Exercise: ``optimal_policy(pi_ref, r, beta)`` = pi_ref * exp(r / beta) / Z."""
+    name = "optimal_policy"
+    world = toy.make_toy()
+    cases = [
+        (world.pi_ref, world.r, 1.0, "the toy world, beta = 1"),
+        (world.pi_ref, world.r, 0.5, "the toy world, beta = 0.5"),
+        (_t([0.5, 0.3, 0.2]), _t([0.0, 1.0, 3.0]), 4.0, "pi_ref = [0.5, 0.3, 0.2], r = [0, 1, 3], beta = 4"),
+        (world.pi_ref, world.r, 0.001, "the toy world, beta = 0.001 (r / beta = 2000)"),
+    ]
+    for pi_ref, r, beta, context in cases:
+        got = _run(name, fn, pi_ref.clone(), r.clone(), beta)
+        expected = toy.optimal_policy(pi_ref, r, beta)
+        unnorm = pi_ref * torch.exp(r / beta)
+        wrongs = [
+            (toy.optimal_policy(pi_ref, -r, beta), "wrong sign: exp(-r / beta) moves mass *away* from high reward; "
+                                                  "use exp(+r / beta)."),
+            (toy.optimal_policy(pi_ref, r, 1.0) if beta != 1.0 else None,
+             "beta is missing: the exponent is r / beta (at beta = 1 you were lucky)."),
+            (toy.optimal_policy(pi_ref, r * beta, 1.0), "r * beta should be r / beta: a *larger* beta must keep pi* "
+                                                        "*closer* to pi_ref."),
+            (unnorm, "not normalised: divide by Z = sum_y pi_ref(y) exp(r(y) / beta) so pi* sums to 1."),
+            (torch.softmax(r / beta, -1), "pi_ref is missing: pi* = pi_ref * exp(r / beta) / Z, not softmax(r / beta)."),
+        ]
+        if beta < 0.01 and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned nan for {context}: exp(2000) overflows. Compute "
+                                    "softmax(log pi_ref + r / beta) -- the same distribution, no overflow."))
+        _compare(name, got, expected, [w for w in wrongs if w[0] is not None], context)
+    return _pass(name, "pi_ref * exp(r / beta) / Z, normalised, stable at beta = 0.001.")
+
+
+@_checker
+def check_rlhf_objective(fn) -> Verdict:
+    """Exercise: ``rlhf_objective(pi, pi_ref, r, beta)`` = E_pi[r] - beta * KL(pi || pi_ref)."""
+    name = "rlhf_objective"
+    world = toy.make_toy()
+    pi_a = toy.optimal_policy(world.pi_ref, world.r, 1.0)
+    pi_b = _t([0.4, 0.2, 0.1, 0.1, 0.1, 0.1])
+    cases = [(pi_a, 0.5, "pi = pi* at beta 1, evaluated at beta = 0.5"),
+             (pi_b, 2.0, "pi = [0.4, 0.2, 0.1, 0.1, 0.1, 0.1], beta = 2")]
+    for pi, beta, context in cases:
+        got = _run(name, fn, pi.clone(), world.pi_ref.clone(), world.r.clone(), beta)
+        reward = toy.expected_reward(pi, world.r)
+        kl = toy.kl_divergence(pi, world.pi_ref)
+        expected = reward - beta * kl
+        wrongs = [
+            (reward + beta * kl, "wrong sign of the KL term: it is a *penalty*, E[r] - beta * KL."),
+            (reward - kl, "beta is missing in front of the KL term."),
+            (reward - kl / beta, "the KL term is multiplied by beta, not divided by it."),
+            (reward - beta * toy.kl_divergence(world.pi_ref, pi),
+             "the KL is reversed: the objective uses KL(pi || pi_ref), weighted by pi (the policy being sampled)."),
+            ((pi * world.r).mean() - beta * kl, "E_pi[r] is a sum over responses weighted by pi, not a mean."),
+            (reward - beta * kl / pi.numel(), "the KL is a sum over responses, not a mean."),
+            (world.r.mean() - beta * kl, "E_pi[r] must weight each reward by pi(y): sum_y pi(y) r(y)."),
+        ]
+        _compare(name, got, expected, wrongs, context)
+    return _pass(name, "sum_y pi(y) r(y) - beta * sum_y pi(y) log(pi(y) / pi_ref(y)).")

@@ -199,14 +199,12 @@ def _built_pairs(world) -> list[dict] | None:
 
     Never builds them (that samples from the SFT model for minutes): ``python -m helpers.build build``.
     """
-    try:
-        import helpers.pairs as pairs_module
-    except ImportError:
+    from helpers.cache import is_built
+    from helpers.pairs import get_preference_pairs, pairs_path, pairs_spec
+
+    if not is_built(pairs_path(world), pairs_spec(world, 1000, 4, 0)):
         return None
-    path_of = getattr(pairs_module, "_pairs_path", None)
-    if path_of is None or not (path_of(world, 1000, 4, 0) / "stats.json").exists():
-        return None
-    dataset = pairs_module.get_preference_pairs(world, progress=False)
+    dataset = get_preference_pairs(world, progress=False)
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in dataset]
 
 

@@ -109,7 +109,7 @@ def measure_shape(shape: str, args, device: torch.device, peaks: list[float], pe
     n = matmul_params(start)
     tokens = 2 * batch * seq_len
     examples = random_examples(batch * args.steps, seq_len, prompt_len, config.vocab_size, args.seed)
-    cfg = DPOConfig(batch_size=batch, lr=1e-4, beta=0.1, max_length=seq_len)
+    cfg = DPOConfig(batch_size=batch, lr=1e-4, beta=0.1, max_length=seq_len, max_prompt_length=prompt_len)
     rows = []
     for mode in ("held", "precomputed"):
         peaks.append(matmul_peak(device, peak_size))  # again between measurements: the CPU may be shared

@@ -87,6 +87,10 @@ def build_artifact(path: str | os.PathLike, spec, build: Callable[[Path], None],
     with FileLock(str(path.with_name(path.name + ".lock"))):
         if not force and is_built(path, spec):  # another process built it while we waited
             return path
+        if path.exists() and not (path / SPEC_FILE).exists() and any(path.iterdir()):
+            # not an artifact of this cache (no spec.json): someone's files -- never delete them
+            raise ValueError(f"{path} exists and holds files this cache did not write (no {SPEC_FILE}); "
+                             f"move them or choose another path")
         for stale in path.parent.glob(path.name + ".tmp-*"):  # a build that died: we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -94,7 +98,7 @@ def build_artifact(path: str | os.PathLike, spec, build: Callable[[Path], None],
         try:
             build(tmp)
             (tmp / SPEC_FILE).write_text(json.dumps(json.loads(_canonical(spec)), indent=1, sort_keys=True))
-            if path.exists():  # forced, or a folder of other settings at a fixed path: replaced
+            if path.exists():  # forced, or this cache's artifact of other settings at a fixed path: replaced
                 shutil.rmtree(path)
             tmp.rename(path)
         finally:

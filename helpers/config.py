@@ -33,16 +33,32 @@ def cache_dir() -> Path:
     Always absolute: a missing *relative* path given to ``from_pretrained`` is taken for a hub id
     and retried for ~23 s before failing.
     """
-    path = Path(os.environ.get("DPO_CACHE", REPO_ROOT / "artifacts")).expanduser().resolve()
+    value = os.environ.get("DPO_CACHE")
+    if value is not None and not value.strip():
+        # Path("") is the current directory: the cache would land wherever the notebook runs
+        raise ValueError("DPO_CACHE is set but empty; unset it (default <repo>/artifacts) or give a folder")
+    path = Path(value if value is not None else REPO_ROOT / "artifacts").expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def get_device(prefer: str | None = None) -> torch.device:
-    """cuda -> mps -> cpu, unless ``prefer`` (or ``$DPO_DEVICE``) names one."""
+    """cuda -> mps -> cpu, unless ``prefer`` (or ``$DPO_DEVICE``) names one, which must then exist."""
+    source = "get_device(prefer=...)" if prefer else "DPO_DEVICE"
     prefer = prefer or os.environ.get("DPO_DEVICE")
     if prefer:
-        return torch.device(prefer)
+        try:
+            device = torch.device(prefer.strip())
+        except RuntimeError as err:
+            raise ValueError(f"{source} = {prefer!r}: not a device name (cpu, cuda, cuda:1, mps): {err}") from None
+        available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                     "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+        if not available.get(device.type, True):
+            raise ValueError(f"{source} = {prefer!r}, but this machine has no {device.type} device "
+                             f"(unset {source} to choose automatically)")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{source} = {prefer!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

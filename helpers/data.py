@@ -40,6 +40,10 @@ def _record_problem(i: int, record) -> str | None:
             return f"record {i}: field {name!r} must be a string, got {type(value).__name__}"
         if not value.strip():
             return f"record {i}: field {name!r} is empty"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:  # a lone surrogate ("\ud800") survives JSON but not a tokenizer
+            return f"record {i}: field {name!r} is not valid Unicode text ({err.reason} at character {err.start})"
     if record["chosen"] == record["rejected"]:
         return f"record {i}: field 'rejected' equals 'chosen' (a pair must differ)"
     return None
@@ -92,7 +96,7 @@ def tokenize_preference(
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no eos_token_id: responses must end with EOS")
-    prompt_ids = tokenizer(record["prompt"], add_special_tokens=False)["input_ids"]
+    prompt_ids = text_ids(tokenizer, record["prompt"])
     prompt_ids = prompt_ids[-max_prompt_length:] if max_prompt_length > 0 else []
     budget = max_length - len(prompt_ids)
     if not prompt_ids:
@@ -104,11 +108,25 @@ def tokenize_preference(
         )
     out = {"prompt_input_ids": list(prompt_ids)}
     for name in ("chosen", "rejected"):
-        response_ids = tokenizer(record[name], add_special_tokens=False)["input_ids"] + [eos]
+        response_ids = text_ids(tokenizer, record[name]) + [eos]
+        out[f"{name}_truncated"] = len(response_ids) > budget  # its EOS (at least) is cut: not scored
         response_ids = response_ids[:budget]
         out[f"{name}_input_ids"] = list(prompt_ids) + response_ids
         out[f"{name}_labels"] = [IGNORE_INDEX] * len(prompt_ids) + response_ids
+    if out["chosen_input_ids"] == out["rejected_input_ids"]:
+        raise ValueError(f"record {index}: 'chosen' and 'rejected' are identical after truncation to "
+                         f"max_length {max_length} (they differ only later): the pair carries no signal")
     return out
+
+
+def text_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of data text, special-token strings included *as text*.
+
+    A review that contains the characters ``<|endoftext|>`` must not become the EOS token in the
+    middle of a response (token injection): ``split_special_tokens=True`` tokenizes them like any
+    other characters. EOS is appended by the code, never read from the data.
+    """
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
 def tokenize_preferences(
@@ -117,11 +135,17 @@ def tokenize_preferences(
     max_length: int = 64,
     max_prompt_length: int = 16,
     on_invalid: str = "raise",
+    stats: dict | None = None,
 ) -> list[dict]:
     """Validate and tokenize a dataset of preference records (see ``tokenize_preference``).
 
-    With ``on_invalid="drop"``, records that fail validation *or* leave no room for a response
-    are dropped and counted (a warning says how many and why).
+    With ``on_invalid="drop"``, records that fail validation, leave no room for a response, or
+    become identical after truncation are dropped and counted (a warning says how many and why).
+
+    Args:
+        stats: if given, filled with counts: ``records``, ``kept``, ``dropped`` (and ``dropped_reasons``),
+            ``truncated_chosen``, ``truncated_rejected`` (responses cut at ``max_length``: their end is
+            not scored) -- so a caller can report them.
     """
     if max_prompt_length >= max_length:
         raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length})")
@@ -141,6 +165,11 @@ def tokenize_preferences(
     if dropped:
         warnings.warn(f"dropped {len(dropped)} of {len(dropped) + len(examples)} records; first: {dropped[0]}",
                       stacklevel=2)
+    if stats is not None:
+        stats.update(records=len(examples) + len(dropped), kept=len(examples), dropped=len(dropped),
+                     dropped_reasons=list(dropped),
+                     truncated_chosen=sum(ex["chosen_truncated"] for ex in examples),
+                     truncated_rejected=sum(ex["rejected_truncated"] for ex in examples))
     return examples
 
 
@@ -193,3 +222,61 @@ def collate_preferences(examples: list[dict], pad_token_id: int) -> dict:
     input_ids, attention_mask = pad_rows(ids, pad_token_id)  # (2B, T)
     labels, _ = pad_rows(labs, IGNORE_INDEX)  # (2B, T)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def load_preference_file(path) -> list[dict]:
+    """Preference records from a ``.jsonl`` file (one JSON object per line) or a ``.json`` file (a
+    list of objects), every problem reported by file, line and field -- never a library traceback.
+
+    Checked here: the file exists and is not empty; it is UTF-8 (the message gives the line and
+    the byte); every line (``.jsonl``) or the whole file (``.json``) is JSON; every record has
+    string ``prompt``/``chosen``/``rejected`` fields that are valid Unicode, non-empty and differ
+    (``validate_preference_records``). Blank lines in a ``.jsonl`` file are skipped (a trailing
+    newline is common); nothing else is.
+
+    Raises:
+        ValueError: ``"<file> line <n>: <what>"`` (or ``"<file>: <what>"``).
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line}: not UTF-8 text (byte {raw[err.start]:#04x} at offset "
+                         f"{err.start}); save the file as UTF-8") from None
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty (expected preference records "
+                         f'{{"prompt": ..., "chosen": ..., "rejected": ...}})')
+    records, lines = [], []
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} line {err.lineno}: not JSON ({err.msg}, column {err.colno}); a .json "
+                             f"file holds a list of records, a .jsonl file one record per line") from None
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of records, got a {type(data).__name__}")
+        records, lines = data, [None] * len(data)
+    else:
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                hint = " (the last line is cut short?)" if n == len(text.splitlines()) else ""
+                raise ValueError(f"{path} line {n}: not JSON ({err.msg}, column {err.colno}){hint}; each line "
+                                 f"must be one record {{\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}}") from None
+            lines.append(n)
+    for i, record in enumerate(records):
+        problem = _record_problem(i, record)
+        if problem is not None:
+            where = f"line {lines[i]} " if lines[i] is not None else ""
+            raise ValueError(f"{path} {where}({problem})")
+    return records

@@ -22,6 +22,9 @@ how often that happened.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import numpy as np
 import torch
 
@@ -29,10 +32,74 @@ from helpers.data import pad_rows, pad_token_id_of
 from helpers.logprobs import IGNORE_INDEX, token_logprobs
 
 
-def _left_padded(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad prompt ids for generation: (B, T) input_ids and attention_mask."""
-    input_ids, attention_mask = pad_rows(rows, pad_token_id, side="left")  # (B, T)
-    return input_ids.to(device), attention_mask.to(device)
+class _FalseMaskAlarm(logging.Filter):
+    """Drops transformers' "we strongly recommend passing in an `attention_mask`" record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "passing in an `attention_mask`" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _no_false_mask_alarm():
+    """Hide one false alarm of ``generate`` for the duration of a call, touching no model state.
+
+    ``generate`` drops an all-ones attention mask to save time; a row that has finished then
+    feeds pad ids to a forward pass with no mask, and ``modeling_utils`` warns that a mask "may be
+    missing". We passed the mask and finished rows are ignored, so the warning is wrong here. The
+    filter sits on that one logger and only for this call (the warning is a ``warning_once``, so
+    it stays silent for the rest of the process, as it would after being shown once).
+    """
+    logger = logging.getLogger("transformers.modeling_utils")
+    alarm = _FalseMaskAlarm()
+    logger.addFilter(alarm)
+    try:
+        yield
+    finally:
+        logger.removeFilter(alarm)
+
+
+@torch.no_grad()
+def generate_responses(model, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float,
+                       eos_token_id: int, pad_token_id: int) -> tuple[list[list[int]], list[bool]]:
+    """The course's one sampler: pure ancestral sampling from ``model`` at ``temperature``.
+
+    ``do_sample=True, top_k=0, top_p=1``: ``generate()`` defaults to ``top_k=50``, and sampling
+    from a truncated distribution while scoring log-probs of the full one biases every KL
+    estimate and every policy-gradient ratio. Prompts are left-padded so every row's last prompt
+    token sits at the same position (``generate`` derives position ids from the attention mask, so
+    the padding changes nothing). Draws from the global torch RNG: callers seed it (or fork it, as
+    ``sample_policy`` does). The model runs in eval mode for the call and is put back as it was.
+
+    Args:
+        model: a causal LM; samples are made on its device.
+        prompt_ids: B lists of token ids (may differ in length).
+        max_new_tokens: response length limit (EOS included).
+        temperature: > 0; logits are divided by it.
+    Returns:
+        responses: B lists of token ids, cut after the first EOS (which is kept).
+        ended: B bools; False for a response cut at ``max_new_tokens`` (it ends as generated,
+            with no EOS added).
+    """
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 (greedy decoding is not sampling from pi)")
+    device = next(model.parameters()).device
+    input_ids, attention_mask = pad_rows(prompt_ids, pad_token_id, side="left")  # (B, T)
+    was_training = model.training
+    model.eval()
+    try:
+        with _no_false_mask_alarm():
+            generated = model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=True,
+                top_k=0, top_p=1.0, temperature=temperature, max_new_tokens=max_new_tokens,
+                min_new_tokens=0, num_beams=1, pad_token_id=pad_token_id, eos_token_id=eos_token_id)
+    finally:
+        model.train(was_training)
+    responses, ended = [], []
+    for row in generated[:, input_ids.shape[1]:].tolist():  # (B, <= max_new_tokens)
+        done = eos_token_id in row
+        responses.append(row[: row.index(eos_token_id) + 1] if done else row)
+        ended.append(done)
+    return responses, ended
 
 
 @torch.no_grad()
@@ -64,8 +131,6 @@ def sample_policy(model, tokenizer, prompts: list[str], n_samples_per_prompt: in
     """
     from tqdm.auto import tqdm
 
-    if temperature <= 0:
-        raise ValueError("temperature must be > 0 (greedy decoding is not sampling from pi)")
     device = next(model.parameters()).device
     eos, pad = tokenizer.eos_token_id, pad_token_id_of(tokenizer)
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -77,30 +142,16 @@ def sample_policy(model, tokenizer, prompts: list[str], n_samples_per_prompt: in
         torch.manual_seed(seed)
         for start in tqdm(range(0, len(jobs), batch_size), desc="sampling", disable=not progress):
             batch = jobs[start:start + batch_size]
-            input_ids, attention_mask = _left_padded([prompt_ids[i] for i in batch], pad, device)
-            # generate() drops an all-ones attention mask, then finds the pad ids it writes after
-            # a row's EOS and warns that a mask is "missing". Finished rows are ignored anyway;
-            # hiding the config's pad id during the call (pad_token_id is passed explicitly)
-            # keeps that false alarm out of the notebooks without muting the warning elsewhere.
-            config_pad, model.config.pad_token_id = model.config.pad_token_id, None
-            try:
-                generated = model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, do_sample=True, top_k=0,
-                    top_p=1.0, temperature=temperature, max_new_tokens=max_new_tokens,
-                    pad_token_id=pad, eos_token_id=eos)
-            finally:
-                model.config.pad_token_id = config_pad
-            new_tokens = generated[:, input_ids.shape[1]:].tolist()  # (B, <= max_new_tokens)
-            for i, row in zip(batch, new_tokens):
-                ended = eos in row
-                response_ids = row[: row.index(eos) + 1] if ended else row
-                text_ids = response_ids[:-1] if ended else response_ids
+            responses, ended = generate_responses(model, [prompt_ids[i] for i in batch], max_new_tokens,
+                                                  temperature, eos, pad)
+            for i, response_ids, done in zip(batch, responses, ended):
+                text_ids = response_ids[:-1] if done else response_ids
                 out["prompt_index"].append(i)
                 out["prompt"].append(prompts[i])
                 out["response"].append(tokenizer.decode(text_ids, skip_special_tokens=True))
                 out["prompt_ids"].append(prompt_ids[i])
                 out["response_ids"].append(response_ids)
-                out["ended"].append(ended)
+                out["ended"].append(done)
                 out["length"].append(len(text_ids))
     return out
 

@@ -125,7 +125,8 @@ def pairs_spec(world, n_prompts: int, k: int, seed: int) -> dict:
             "seed": seed}
 
 
-def _pairs_path(world, n_prompts: int, k: int, seed: int) -> Path:
+def pairs_path(world, n_prompts: int = 1000, k: int = 4, seed: int = 0) -> Path:
+    """The folder of these pairs in the cache (``<folder>/dataset`` is the ``save_to_disk`` copy)."""
     return artifact_path(world.pairs_dir, f"prompts{n_prompts}_k{k}_seed{seed}", pairs_spec(world, n_prompts, k, seed))
 
 
@@ -139,7 +140,7 @@ def get_preference_pairs(world, n_prompts: int = 1000, k: int = 4, seed: int = 0
     from helpers.world import build_threads, get_prompts, get_reward_fn, load_sft_model, load_tokenizer
 
     spec = pairs_spec(world, n_prompts, k, seed)
-    path = _pairs_path(world, n_prompts, k, seed)
+    path = pairs_path(world, n_prompts, k, seed)
 
     def build(tmp: Path) -> None:
         dev = device or get_device()
@@ -161,7 +162,7 @@ def get_preference_pairs(world, n_prompts: int = 1000, k: int = 4, seed: int = 0
 def load_pairs_stats(world, n_prompts: int = 1000, k: int = 4, seed: int = 0) -> dict:
     """The stats saved with ``get_preference_pairs(world, n_prompts, k, seed)`` (built if missing)."""
     get_preference_pairs(world, n_prompts, k, seed)
-    return json.loads((_pairs_path(world, n_prompts, k, seed) / "stats.json").read_text())
+    return json.loads((pairs_path(world, n_prompts, k, seed) / "stats.json").read_text())
 
 
 def split_pairs(pairs, held_out_fraction: float = 0.1, seed: int = 0):

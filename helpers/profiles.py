@@ -5,8 +5,9 @@
 
 Profile switch: ``DPO_PROFILE`` in {auto, tiny, gpt2} (default auto), see ``choose_profile``.
 
-Sizes: one home. ``WORLD_SIZES`` (the world build: corpus, tokenizer, SFT), ``DPO_SIZES`` (the DPO
-runs of notebooks 06-08): a hyper-parameter change is one edit here.
+Sizes: one home. ``WORLD_SIZES`` (the world build: corpus, tokenizer, SFT), ``SFT_DEMO_SIZES``
+(notebook 05), ``DPO_SIZES`` (the DPO runs of notebooks 06-08), ``RLHF_SIZES`` (notebook 08's live
+RLHF), ``FRONTIER_SIZES`` (``scripts/run_frontier.py``): a hyper-parameter change is one edit here.
 """
 
 from __future__ import annotations
@@ -47,6 +48,40 @@ DPO_SIZES = {
                  bon_ns=(1, 2, 4, 8, 16)),
 }
 
+# Notebook 05's demo SFT run and its before/after samples.
+SFT_DEMO_SIZES = {
+    "tiny": dict(demo_steps=60, demo_batch_size=32, n_prompts=64, samples_per_prompt=4),
+    "gpt2": dict(demo_steps=100, demo_batch_size=16, n_prompts=64, samples_per_prompt=4),
+}
+
+# Notebook 08's live RLHF section: the learned reward model, then a short PPO and RLOO run with the
+# same budget (16 samples per iteration, 4 epochs x 2 mini-batches of 8 sequences), then a small
+# evaluation. gpt2: not chosen for GPT-2 124M yet -- these are the tiny sizes (issue #12).
+RLHF_SIZES = {
+    "tiny": dict(reward_model=dict(steps=300), n_train_prompts=256, n_eval_prompts=100, steps=12,
+                 ppo=dict(beta=0.1, lr=1e-4, batch_size=16, mini_batch_size=8, ppo_epochs=4),
+                 rloo=dict(beta=0.1, lr=1e-4, batch_size=4, rloo_k=4, mini_batch_size=2, rloo_epochs=4),
+                 n_check_prompts=32, check_samples=2),
+}
+RLHF_SIZES["gpt2"] = RLHF_SIZES["tiny"]
+
+# ``scripts/run_frontier.py``'s sweep (notebook 08's frontier), tiny world only. Its DPO runs are
+# notebook 07's beta-sweep runs (DPO_SIZES: ``sweep_lr``, ``max_steps`` etc.), so they are read
+# from there, not copied. PPO and RLOO get the same samples (32 per iteration) and the same number
+# of updates (4 epochs x 4 mini-batches of 8 sequences); RLOO's 32 samples are 8 prompts x k = 4.
+FRONTIER_SIZES = {
+    "tiny": dict(n_eval_prompts=100, eval_samples=4, n_train_prompts=1000, rl_steps=80,
+                 rl=dict(lr=1e-4, batch_size=32, mini_batch_size=8, ppo_epochs=4, max_new_tokens=40,
+                         temperature=1.0),
+                 rloo=dict(batch_size=8, mini_batch_size=2, rloo_k=4, rloo_epochs=4),
+                 ppo_betas=[0.03, 0.1, 0.3, 1.0], rloo_betas=[0.03, 0.1, 0.3, 1.0],
+                 ppo_gt_betas=[0.03, 0.1, 0.3, 1.0], dpo_betas=[0.05, 0.1, 0.3, 1.0],
+                 **{"dpo_lr1e-4_betas": [0.1, 0.3, 1.0]},
+                 dpo={k: DPO_SIZES["tiny"][k] for k in ("batch_size", "max_steps", "warmup_steps", "max_length",
+                                                        "max_prompt_length")} | {"lr": DPO_SIZES["tiny"]["sweep_lr"]},
+                 bon_ns=[1, 2, 4, 8, 16], rm=dict(steps=RLHF_SIZES["tiny"]["reward_model"]["steps"])),
+}
+
 
 def world_sizes(profile: str) -> dict:
     """A copy of ``WORLD_SIZES[profile]``."""
@@ -56,6 +91,15 @@ def world_sizes(profile: str) -> dict:
 def dpo_sizes(profile: str) -> dict:
     """A copy of ``DPO_SIZES[profile]``."""
     return dict(DPO_SIZES[profile])
+
+
+def sizes(table: dict, profile: str) -> dict:
+    """A deep copy of ``table[profile]`` (one of the tables above), so a notebook can change it."""
+    import copy
+
+    if profile not in table:
+        raise ValueError(f"no sizes for profile {profile!r} (have {sorted(table)})")
+    return copy.deepcopy(table[profile])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ whose maximiser is pi* = pi_ref * exp(r / beta) / Z -- the same pi* DPO fits fro
 This module reaches it the RL way, no RL library:
 
 * rollouts by *pure* sampling (``top_k=0, top_p=1``) and re-scoring at the same temperature, so the
-  log-probs are those of the distribution that produced the samples (``sample_responses``,
-  ``response_logprobs``);
+  log-probs are those of the distribution that produced the samples (``helpers.evaluate.generate_responses``,
+  the course's one sampler, and ``response_logprobs``);
 * PPO (Schulman et al. 2017) as in Ziegler et al.: per-token reward -beta * (log pi - log pi_ref)
   with the score added on the last response token (``kl_penalized_rewards``), a zero-initialised
   value head on the policy (``ValueHead``), GAE (``compute_gae``), advantage whitening (``whiten``),
@@ -36,7 +36,9 @@ import torch
 import torch.nn as nn
 
 from helpers.data import pad_rows
+from helpers.evaluate import generate_responses
 from helpers.logprobs import IGNORE_INDEX, token_logprobs
+from helpers.validate import check_number
 
 # ----------------------------------------------------------------------------------------------
 # Configuration and the KL coefficient
@@ -66,6 +68,27 @@ class RLHFConfig:
     missing_eos_penalty: float | None = None
     max_grad_norm: float = 1.0
     seed: int = 0
+
+    def __post_init__(self):
+        """Every field checked when the config is made."""
+        c, owner = check_number, "RLHFConfig"
+        c(owner, "beta", self.beta, low=0, why="the KL coefficient; < 0 rewards moving away from pi_ref")
+        c(owner, "lr", self.lr, low=0, low_open=True)
+        for name in ("batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "rloo_epochs", "horizon"):
+            c(owner, name, getattr(self, name), integer=True, low=1)
+        c(owner, "mini_batch_size", self.mini_batch_size, integer=True, low=1, high=self.batch_size,
+          why="a mini-batch is part of the rollout batch")
+        c(owner, "clip_range", self.clip_range, low=0, low_open=True)
+        c(owner, "clip_range_value", self.clip_range_value, low=0, low_open=True)
+        c(owner, "vf_coef", self.vf_coef, low=0)
+        c(owner, "gamma", self.gamma, low=0, high=1)
+        c(owner, "lam", self.lam, low=0, high=1)
+        c(owner, "temperature", self.temperature, low=0, low_open=True)
+        c(owner, "rloo_k", self.rloo_k, integer=True, low=2, why="the leave-one-out baseline needs another sample")
+        c(owner, "target_kl", self.target_kl, low=0, low_open=True, optional=True)
+        c(owner, "missing_eos_penalty", self.missing_eos_penalty, optional=True)
+        c(owner, "max_grad_norm", self.max_grad_norm, low=0, low_open=True)
+        c(owner, "seed", self.seed, integer=True, low=0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,44 +171,6 @@ def whiten(x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool =
 
 
 @torch.no_grad()
-def sample_responses(model, prompts: list[list[int]], max_new_tokens: int, temperature: float,
-                     eos_token_id: int, pad_token_id: int) -> tuple[list[list[int]], list[bool]]:
-    """Pure ancestral sampling: ``top_k=0, top_p=1`` so nothing truncates pi.
-
-    ``generate()`` defaults to ``top_k=50``; sampling from a truncated distribution while scoring
-    log-probs of the full one biases every KL estimate and every policy-gradient ratio.
-
-    Args:
-        model: a causal LM.
-        prompts: B lists of token ids (may differ in length; left-padded here for generation).
-    Returns:
-        responses: B lists of token ids, cut after the first EOS (which is kept).
-        has_eos: B bools; False for responses truncated at ``max_new_tokens``.
-    """
-    device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    # left padding: every prompt ends where generation starts
-    input_ids, attention_mask = pad_rows(prompts, pad_token_id, side="left")  # (B, width)
-    was_training = model.training
-    model.eval()
-    out = model.generate(
-        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-        do_sample=True, top_k=0, top_p=1.0, temperature=temperature,
-        max_new_tokens=max_new_tokens, min_new_tokens=0, num_beams=1,
-        eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-    )
-    model.train(was_training)
-    responses, has_eos = [], []
-    for row in out[:, width:].tolist():
-        if eos_token_id in row:
-            row = row[: row.index(eos_token_id) + 1]
-            has_eos.append(True)
-        else:
-            has_eos.append(False)
-        responses.append(row)
-    return responses, has_eos
-
-
 def pack_rollout(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int,
                  device: torch.device | str = "cpu") -> dict:
     """Right-padded prompt+response rows and the index that picks out each response's positions.
@@ -392,7 +377,7 @@ def ppo_step(policy, value_head: ValueHead, ref_model, optimizer, prompts: list[
     """
     device = next(policy.parameters()).device
     policy.eval()
-    responses, has_eos = sample_responses(policy, prompts, config.max_new_tokens, config.temperature,
+    responses, has_eos = generate_responses(policy, prompts, config.max_new_tokens, config.temperature,
                                           eos_token_id, pad_token_id)
     batch = pack_rollout(prompts, responses, pad_token_id, device)
     mask = batch["resp_mask"]
@@ -460,7 +445,7 @@ def rloo_step(policy, ref_model, optimizer, prompts: list[list[int]], score_fn, 
     policy.eval()
     k = config.rloo_k
     rep_prompts = [p for p in prompts for _ in range(k)]  # (P*k), the k copies adjacent
-    responses, has_eos = sample_responses(policy, rep_prompts, config.max_new_tokens,
+    responses, has_eos = generate_responses(policy, rep_prompts, config.max_new_tokens,
                                           config.temperature, eos_token_id, pad_token_id)
     batch = pack_rollout(rep_prompts, responses, pad_token_id, device)
     mask = batch["resp_mask"]

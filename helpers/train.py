@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
+import json
 import math
 import os
 import random
@@ -34,7 +36,8 @@ from tqdm.auto import tqdm
 from helpers.config import autocast, seed_everything
 from helpers.data import collate_preferences, pad_token_id_of, tokenize_preferences
 from helpers.logprobs import concatenated_forward
-from helpers.losses import preference_loss
+from helpers.losses import LOSS_TYPES, preference_loss
+from helpers.validate import check_bool, check_choice, check_number
 
 # Per-pair statistics, averaged over the pairs of a step; the TRL names.
 PAIR_METRICS = (
@@ -50,7 +53,8 @@ CSV_COLUMNS = ("step", "epoch", "lr", *PAIR_METRICS, "grad_norm")
 CHECKPOINT_NAME = "checkpoint.pt"
 # Config fields that must not change between an interrupted run and its resumption.
 RESUME_MUST_MATCH = ("beta", "loss_type", "label_smoothing", "batch_size", "gradient_accumulation_steps",
-                     "seed", "max_length", "max_prompt_length", "warmup_steps", "lr")
+                     "seed", "max_length", "max_prompt_length", "warmup_steps", "lr", "weight_decay",
+                     "max_grad_norm", "disable_dropout")
 
 
 @dataclass
@@ -78,6 +82,55 @@ class DPOConfig:
     max_prompt_length: int = 16
     disable_dropout: bool = True  # as the DPO reference code and TRL: pi_theta = pi_ref exactly at step 0
     metrics_csv: str | None = None  # also write the metrics here (rewritten at checkpoints and at the end)
+
+    def __post_init__(self):
+        """Every field checked when the config is made (also by ``dataclasses.replace``)."""
+        c, owner = check_number, "DPOConfig"
+        c(owner, "beta", self.beta, low=0, low_open=True,
+          why="beta <= 0 learns nothing (0) or the reverse preference (< 0)")
+        check_choice(owner, "loss_type", self.loss_type, LOSS_TYPES)
+        c(owner, "label_smoothing", self.label_smoothing, low=0, high=0.5, high_open=True,
+          why="the probability that a label is flipped; at 0.5 the labels carry no information")
+        if self.loss_type != "sigmoid" and self.label_smoothing != 0:
+            raise ValueError(f"DPOConfig.label_smoothing = {self.label_smoothing!r}: must be 0 with "
+                             f"loss_type={self.loss_type!r} (label smoothing is the sigmoid loss's cDPO)")
+        c(owner, "lr", self.lr, low=0, low_open=True, why="lr 0 never moves the policy; lr < 0 climbs the loss")
+        c(owner, "weight_decay", self.weight_decay, low=0)
+        c(owner, "warmup_steps", self.warmup_steps, integer=True, low=0)
+        c(owner, "max_grad_norm", self.max_grad_norm, low=0, low_open=True, optional=True,
+          why="None turns clipping off; 0 would zero every update")
+        c(owner, "batch_size", self.batch_size, integer=True, low=1)
+        c(owner, "gradient_accumulation_steps", self.gradient_accumulation_steps, integer=True, low=1)
+        c(owner, "max_steps", self.max_steps, integer=True, low=1, optional=True,
+          why="None trains for `epochs` epochs")
+        c(owner, "epochs", self.epochs, integer=True, low=1)
+        c(owner, "eval_every", self.eval_every, integer=True, low=0, why="0: never")
+        c(owner, "seed", self.seed, integer=True, low=0)
+        c(owner, "ref_batch_size", self.ref_batch_size, integer=True, low=1)
+        c(owner, "checkpoint_every", self.checkpoint_every, integer=True, low=0, why="0: only after the last step")
+        c(owner, "max_length", self.max_length, integer=True, low=2, why="prompt + response tokens")
+        c(owner, "max_prompt_length", self.max_prompt_length, integer=True, low=1, high=self.max_length,
+          high_open=True, why="room must be left for the response within max_length")
+        for flag in ("precompute_ref_logps", "disable_dropout"):
+            check_bool(owner, flag, getattr(self, flag))
+
+
+def check_fits_model(config: DPOConfig, model) -> None:
+    """``config.max_length`` within the model's positions (else an IndexError deep in the forward)."""
+    cfg = getattr(model, "config", None)
+    positions = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+    if positions is not None and config.max_length > positions:
+        raise ValueError(f"DPOConfig.max_length = {config.max_length}: must be <= {positions}, the model's "
+                         f"number of positions")
+
+
+def examples_fingerprint(examples: list[dict]) -> str:
+    """A hash of tokenized pairs (prompt, chosen, rejected ids, in order): a resumed run, or reused
+    reference log-probs, must be of exactly these pairs -- the same count is not enough."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex["prompt_input_ids"], ex["chosen_input_ids"], ex["rejected_input_ids"]]).encode())
+    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,8 +509,10 @@ def train_dpo(
     for i, ex in enumerate(examples):
         ex["index"] = i
     n = len(examples)
+    data_fp = examples_fingerprint(examples)
     spe = steps_per_epoch(n, config.batch_size, config.gradient_accumulation_steps)
     n_steps = total_steps(config, n)
+    check_fits_model(config, policy)
 
     if config.disable_dropout:
         disable_dropout(policy)
@@ -469,10 +524,15 @@ def train_dpo(
     state = None
     if resume and checkpoint_path is not None and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
-        mismatched = [k for k in RESUME_MUST_MATCH if state["config"].get(k) != getattr(config, k)]
-        if mismatched or state["num_examples"] != n:
+        mismatched = [f"{k}: {state['config'].get(k)!r} -> {getattr(config, k)!r}" for k in RESUME_MUST_MATCH
+                      if state["config"].get(k) != getattr(config, k)]
+        if state["num_examples"] != n:
+            mismatched.append(f"number of pairs: {state['num_examples']} -> {n}")
+        elif state.get("data_fingerprint") != data_fp:
+            mismatched.append("the pairs (same number, other data)")
+        if mismatched:
             raise ValueError(f"the checkpoint in {config.checkpoint_dir} is of another run "
-                             f"(differs in {mismatched or ['number of pairs']}); use a new checkpoint_dir")
+                             f"({'; '.join(mismatched)}); use a new checkpoint_dir")
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -531,7 +591,8 @@ def train_dpo(
                     done == n_steps or (config.checkpoint_every and done % config.checkpoint_every == 0)):
                 save_checkpoint(checkpoint_path, policy, optimizer, scheduler, {
                     "step": done, "epoch": order_epoch, "data_order": data_order, "metrics": metrics,
-                    "config": asdict(config), "num_examples": n, "ref_logps": ref_logps})
+                    "config": asdict(config), "num_examples": n, "data_fingerprint": data_fp,
+                    "ref_logps": ref_logps})
                 if config.metrics_csv:
                     write_metrics_csv(metrics, config.metrics_csv)
             if callback is not None:

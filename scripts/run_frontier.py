@@ -46,19 +46,10 @@ WORD = re.compile(r"[a-z']+")
 
 
 def settings(quick: bool) -> dict:
-    s = {
-        "n_eval_prompts": 100, "eval_samples": 4, "n_train_prompts": 1000,
-        # PPO and RLOO get the same samples (32 per iteration) and the same number of updates
-        # (4 epochs x 4 mini-batches of 8 sequences); RLOO's 32 samples are 8 prompts x k = 4
-        "rl_steps": 80, "rl": dict(lr=1e-4, batch_size=32, mini_batch_size=8, ppo_epochs=4,
-                                   max_new_tokens=40, temperature=1.0),
-        "rloo": dict(batch_size=8, mini_batch_size=2, rloo_k=4, rloo_epochs=4),
-        "ppo_betas": [0.03, 0.1, 0.3, 1.0], "rloo_betas": [0.03, 0.1, 0.3, 1.0],
-        "ppo_gt_betas": [0.03, 0.1, 0.3, 1.0], "dpo_betas": [0.05, 0.1, 0.3, 1.0], "dpo_lr1e-4_betas": [0.1, 0.3, 1.0],
-        # notebook 06-07's sizes (helpers.profiles.DPO_SIZES["tiny"])
-        "dpo": dict(lr=3e-4, batch_size=32, max_steps=120, warmup_steps=10, max_length=64, max_prompt_length=16),
-        "bon_ns": [1, 2, 4, 8, 16], "rm": dict(steps=300),
-    }
+    """The sweep's sizes (``helpers.profiles.FRONTIER_SIZES``), shrunk for ``--quick``."""
+    from helpers.profiles import FRONTIER_SIZES, sizes
+
+    s = sizes(FRONTIER_SIZES, "tiny")
     if quick:
         s.update(n_eval_prompts=16, eval_samples=2, n_train_prompts=64, rl_steps=2,
                  ppo_betas=[0.1], rloo_betas=[0.1], ppo_gt_betas=[0.1], dpo_betas=[0.5], bon_ns=[1, 2, 4])
@@ -303,8 +294,9 @@ def code_lines(objs) -> int:
 
 def lines_of_code() -> dict[str, int]:
     from helpers import logprobs, losses, train
+    from helpers.evaluate import generate_responses
 
-    rollout = [rlhf.sample_responses, rlhf.pack_rollout, rlhf.response_logprobs, rlhf.masked_mean,
+    rollout = [generate_responses, rlhf.pack_rollout, rlhf.response_logprobs, rlhf.masked_mean,
                rlhf.train_rlhf, rlhf._score, rlhf._rollout_stats, rlhf.ppo_policy_loss, logprobs.token_logprobs]
     rm_code = [rm_mod]  # the whole reward-model module (NormalisedReward and the cached pair model included)
     ppo = rollout + [rlhf.ValueHead, rlhf.kl_penalized_rewards, rlhf.compute_gae, rlhf.whiten, rlhf.masked_var,

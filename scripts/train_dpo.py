@@ -21,12 +21,14 @@ import argparse
 import csv
 import functools
 import gc
+import hashlib
 import json
 import math
 import os
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,16 +38,18 @@ from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import GradientAccumulationPlugin  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from helpers.data import pad_token_id_of, tokenize_preferences  # noqa: E402
+from helpers.data import load_preference_file, pad_token_id_of, tokenize_preferences  # noqa: E402
 from helpers.train import (  # noqa: E402
     CSV_COLUMNS,
     DPOConfig,
     EpochSampler,
     build_optimizer,
+    check_fits_model,
     collate_batch,
     compute_ref_batch_logps,
     disable_dropout,
     dpo_train_step,
+    examples_fingerprint,
     freeze_reference,
     read_metrics_csv,
     steps_per_epoch,
@@ -93,6 +97,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="score every pair under pi_ref once (sharded over processes), then free pi_ref")
     dpo.add_argument("--ref-batch-size", type=int, default=d.ref_batch_size)
     dpo.add_argument("--keep-dropout", action="store_true", help="leave the policy's dropout on")
+    src.add_argument("--on-invalid", choices=["raise", "drop"], default="raise",
+                     help="a bad record (missing/empty field, chosen == rejected, no room for the response, "
+                          "identical after truncation): stop with its number (raise) or drop it and count it")
     dpo.add_argument("--seed", type=int, default=d.seed)
 
     run = p.add_argument_group("run")
@@ -103,16 +110,45 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint if it exists")
     run.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is present")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     run.add_argument("--no-save-model", action="store_true", help="skip saving the final model")
     run.add_argument("--interrupt-after", type=int, default=None, metavar="STEP",
                      help="exit after this step with no further checkpoint or model, as a pre-empted job "
                           "would (to test --resume)")
-    args = p.parse_args(argv)
+    args = p.parse_args(_negative_values_attached(sys.argv[1:] if argv is None else list(argv)))
+    try:
+        config_from_args(args)  # every DPOConfig field checked before anything loads
+    except ValueError as err:
+        p.error(str(err))  # exit code 2, the message, no traceback
     _apply_profile(args)
     for name in ("model", "data"):
         if getattr(args, name) is None:
             p.error(f"--{name} is required (or give --profile)")
     return args
+
+
+def _negative_values_attached(argv: list[str]) -> list[str]:
+    """``--lr -1e-3`` -> ``--lr=-1e-3``.
+
+    argparse reads a token that starts with ``-`` as an option unless it looks like a plain negative
+    number (``-1``, ``-0.5``), so ``--lr -1e-3`` fails with "expected one argument" instead of
+    reaching the config's check. Attaching a numeric-looking value to its option fixes that.
+    """
+    out, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        if token.startswith("--") and "=" not in token and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            try:
+                float(argv[i + 1])
+            except ValueError:
+                pass
+            else:
+                out.append(f"{token}={argv[i + 1]}")
+                i += 2
+                continue
+        out.append(token)
+        i += 1
+    return out
 
 
 def _apply_profile(args) -> None:
@@ -124,13 +160,16 @@ def _apply_profile(args) -> None:
     args.model = args.model or world.sft_dir
     args.tokenizer = args.tokenizer or world.tokenizer_name
     if args.data is None:
-        # helpers.pairs saves each pair set as pairs_dir/<prompts..._k..._seed...>/dataset
-        found = sorted(Path(world.pairs_dir).glob("*/dataset"))
-        if len(found) != 1:
-            raise SystemExit(f"--profile {args.profile}: {len(found)} pair sets in {world.pairs_dir} "
-                             f"({[f.parent.name for f in found]}); build them (python -m helpers.build build) "
-                             f"or pick one with --data")
-        args.data = str(found[0])
+        # exactly the pairs the notebooks use (helpers.pairs' defaults), never a leftover of a killed
+        # build or a set of other settings lying in the same folder
+        from helpers.cache import is_built
+        from helpers.pairs import pairs_path, pairs_spec
+
+        path = pairs_path(world)
+        if not is_built(path, pairs_spec(world, 1000, 4, 0)):
+            raise SystemExit(f"--profile {args.profile}: the pairs are not built ({path}); build them with "
+                             f"`python -m helpers.build build`, or give --data")
+        args.data = str(path / "dataset")
 
 
 def config_from_args(args) -> DPOConfig:
@@ -151,15 +190,17 @@ def load_records(spec: str, split: str = "train"):
 
     path = Path(spec).expanduser()
     if path.is_file():
-        return datasets.load_dataset("json", data_files=str(path.resolve()), split="train")
+        return load_preference_file(path)  # errors name the file, line and field
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "state.json").exists() or (path / "dataset_dict.json").exists():
             loaded = datasets.load_from_disk(str(path.resolve()))
             return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-        files = sorted(str(f.resolve()) for f in path.glob("*.json*"))
+        files = sorted(path.glob("*.json*"))
         if files:
-            return datasets.load_dataset("json", data_files=files, split="train")
-        raise FileNotFoundError(f"no dataset in {path}")
+            return [record for f in files for record in load_preference_file(f)]
+        raise ValueError(f"--data {spec}: no dataset in this folder (no save_to_disk files, no .json/.jsonl)")
+    if spec.startswith((".", "/", "~")) or spec.endswith((".json", ".jsonl", ".csv")):
+        raise ValueError(f"--data {spec}: no such file or folder")
     return datasets.load_dataset(spec, split=split)
 
 
@@ -201,21 +242,27 @@ def main(argv=None) -> list[dict]:
     show = accelerator.is_main_process and not args.no_progress
     out = Path(args.output_dir).expanduser().resolve()
     ckpt = out / CHECKPOINT_DIR
-    resuming = args.resume and (ckpt / STATE_FILE).exists()
+    resuming = args.resume and _usable_checkpoint(ckpt, accelerator)
     torch.manual_seed(config.seed)  # the same on every process; prepare() also broadcasts the weights
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
     pad_token_id = pad_token_id_of(tokenizer)
     records = load_records(args.data, args.split)
-    examples = tokenize_preferences(records, tokenizer, config.max_length, config.max_prompt_length)
+    stats = {}
+    examples = tokenize_preferences(records, tokenizer, config.max_length, config.max_prompt_length,
+                                    on_invalid=args.on_invalid, stats=stats)
     for i, ex in enumerate(examples):
         ex["index"] = i
     n = len(examples)
+    accelerator.print(f"data: {stats['kept']} of {stats['records']} pairs kept ({stats['dropped']} dropped); "
+                      f"responses cut at --max-length {config.max_length} (end not scored): "
+                      f"{stats['truncated_chosen']} chosen, {stats['truncated_rejected']} rejected", flush=True)
     P = accelerator.num_processes
     spe = steps_per_epoch(n, config.batch_size, config.gradient_accumulation_steps, P)
     n_steps = total_steps(config, n, P)
 
     policy = AutoModelForCausalLM.from_pretrained(args.model)
+    check_fits_model(config, policy)
     if config.disable_dropout:
         disable_dropout(policy)
 
@@ -223,7 +270,8 @@ def main(argv=None) -> list[dict]:
     ref_model = None
     if config.precompute_ref_logps:
         if resuming and (out / REF_LOGPS_FILE).exists():
-            ref_chosen, ref_rejected = torch.load(out / REF_LOGPS_FILE)
+            # weights_only: two tensors, nothing else can be unpickled (a crafted file cannot run code)
+            ref_chosen, ref_rejected = torch.load(out / REF_LOGPS_FILE, map_location="cpu", weights_only=True)
         else:
             ref_model = freeze_reference(AutoModelForCausalLM.from_pretrained(args.ref_model or args.model))
             ref_model.to(accelerator.device)
@@ -248,11 +296,12 @@ def main(argv=None) -> list[dict]:
     policy, optimizer, loader, scheduler = accelerator.prepare(policy, optimizer, loader, scheduler)
 
     step, metrics = 0, []
+    identity = run_identity(config, args, examples, per_step)
     if resuming:
-        accelerator.load_state(str(ckpt))  # weights, optimizer, scheduler, every process's RNG states
         state = json.loads((ckpt / STATE_FILE).read_text())
-        if state["num_examples"] != n or state["per_step"] != per_step or state["seed"] != config.seed:
-            raise ValueError(f"{ckpt} is of another run: {state}")
+        _check_same_run(ckpt, state, identity)
+        _check_manifest(ckpt, state)
+        accelerator.load_state(str(ckpt))  # weights, optimizer, scheduler, every process's RNG states
         step = state["step"]
         metrics_path = out / METRICS_FILE
         metrics = [r for r in read_metrics_csv(metrics_path) if r["step"] <= step] if metrics_path.exists() else []
@@ -282,7 +331,7 @@ def main(argv=None) -> list[dict]:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['rewards/accuracies']:.2f}")
             if step == n_steps or (args.checkpoint_every and step % args.checkpoint_every == 0):
-                _save_checkpoint(accelerator, ckpt, step, n, per_step, config.seed)
+                _save_checkpoint(accelerator, ckpt, step, identity)
             if step == args.interrupt_after:
                 accelerator.print(f"interrupted after step {step}", flush=True)
                 accelerator.end_training()
@@ -324,9 +373,14 @@ def _append_row(path: Path, record: dict) -> None:
         csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore").writerow(record)
 
 
-def _save_checkpoint(accelerator: Accelerator, ckpt: Path, step: int, n: int, per_step: int, seed: int) -> None:
+def _save_checkpoint(accelerator: Accelerator, ckpt: Path, step: int, identity: dict) -> None:
     """``save_state`` into a fresh folder that then replaces the previous checkpoint in one rename:
-    a run killed mid-save (a Colab disconnect, a pre-empted node) still has a whole checkpoint."""
+    a run killed mid-save (a Colab disconnect, a pre-empted node) still has a whole checkpoint.
+
+    ``trainer_state.json`` holds the step, the run's identity (``run_identity``) and a manifest
+    (size and SHA-256 of every file ``save_state`` wrote); it is written last, so a folder without
+    it is an incomplete save.
+    """
     tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -335,8 +389,8 @@ def _save_checkpoint(accelerator: Accelerator, ckpt: Path, step: int, n: int, pe
     accelerator.save_state(str(tmp))  # every process: each writes its own RNG state
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state = {"step": step, "num_examples": n, "per_step": per_step, "seed": seed}
-        (tmp / STATE_FILE).write_text(json.dumps(state))
+        state = {"step": step, "identity": identity, "manifest": _manifest(tmp)}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         shutil.rmtree(old, ignore_errors=True)
         if ckpt.exists():
             os.replace(ckpt, old)
@@ -344,5 +398,92 @@ def _save_checkpoint(accelerator: Accelerator, ckpt: Path, step: int, n: int, pe
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
+
+# Config fields that may change on resume: how long to train and how often to save.
+RESUMABLE_CHANGES = ("max_steps", "epochs", "checkpoint_dir", "checkpoint_every", "eval_every", "metrics_csv",
+                     "ref_batch_size")
+
+
+def run_identity(config: DPOConfig, args, examples: list[dict], per_step: int) -> dict:
+    """What a resumed run must share with the run that saved the checkpoint: every config field
+    but ``RESUMABLE_CHANGES``, the global batch, the models, and a fingerprint of the tokenized data
+    (same size but other pairs is another run; so are reference log-probs of other data)."""
+    fields = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+    return {"config": fields, "per_step": per_step, "model": str(args.model), "ref_model": str(args.ref_model or args.model),
+            "num_examples": len(examples), "data_fingerprint": examples_fingerprint(examples)}
+
+
+def _check_same_run(ckpt: Path, state: dict, identity: dict) -> None:
+    saved = state.get("identity")
+    if saved is None:
+        raise ValueError(f"{ckpt / STATE_FILE} records no run identity (an older or foreign checkpoint); "
+                         f"start a new --output-dir, or delete {ckpt} to start over")
+    flat = lambda d: {**{k: v for k, v in d.items() if k != "config"}, **d.get("config", {})}  # noqa: E731
+    old, new = flat(saved), flat(identity)
+    differ = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if differ:
+        raise ValueError(f"--resume: {ckpt} is of another run ({'; '.join(differ)}); run with the settings it "
+                         f"was saved with, or use a new --output-dir")
+
+
+def _manifest(folder: Path) -> dict:
+    return {str(f.relative_to(folder)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+            for f in sorted(folder.rglob("*")) if f.is_file() and f.name != STATE_FILE}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_manifest(ckpt: Path, state: dict) -> None:
+    """Every file the save wrote is there, unchanged, and nothing was added (a flipped byte, a
+    missing RNG state or a planted file is refused by name instead of resuming differently)."""
+    expected, found = state.get("manifest", {}), _manifest(ckpt)
+    problems = [f"{name} is missing" for name in expected if name not in found]
+    problems += [f"{name} differs from when it was saved" for name in expected
+                 if name in found and found[name] != expected[name]]
+    problems += [f"{name} was not written by the save" for name in found if name not in expected]
+    if problems:
+        raise ValueError(f"--resume: the checkpoint {ckpt} is damaged: {'; '.join(problems)}. Delete it to "
+                         f"start over, or restore it")
+
+
+def _usable_checkpoint(ckpt: Path, accelerator: Accelerator) -> bool:
+    """Is there a checkpoint to resume from? Finishes a save that was killed between its renames
+    (``checkpoint`` gone, ``checkpoint.tmp`` complete or ``checkpoint.old`` left) and says so; says
+    when there is nothing to resume, so a restart from step 0 is never silent."""
+    tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
+    if not (ckpt / STATE_FILE).exists() and accelerator.is_main_process:
+        for candidate, what in ((tmp, "a save killed before its last rename"), (old, "the previous checkpoint")):
+            if (candidate / STATE_FILE).exists():
+                if ckpt.exists():
+                    shutil.rmtree(ckpt)
+                os.replace(candidate, ckpt)
+                accelerator.print(f"--resume: {ckpt} was missing; using {candidate.name} ({what})", flush=True)
+                break
+    accelerator.wait_for_everyone()
+    if (ckpt / STATE_FILE).exists():
+        return True
+    accelerator.print(f"--resume: no checkpoint in {ckpt.parent}; starting from step 0", flush=True)
+    return False
+
+
+def cli(argv=None) -> None:
+    """``main`` with a setting or data error shown as one message (exit code 2), not a traceback;
+    ``--debug`` shows the traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        main(argv)
+    except ValueError as err:
+        if "--debug" in argv:
+            raise
+        print(f"train_dpo.py: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

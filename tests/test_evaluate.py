@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from helpers import world as W
-from helpers.evaluate import _mean_se, evaluate_policy, sample_policy, score_responses, word_rate
+from helpers.data import pad_rows
+from helpers.evaluate import _mean_se, evaluate_policy, generate_responses, sample_policy, score_responses, word_rate
 from helpers.rewards import vader_reward
 
 
@@ -48,6 +50,51 @@ def test_sampling_is_seeded_and_leaves_global_rng_alone(setup):
         assert length == len(ids) - int(ended) <= 20
 
 
+def test_one_sampler_keeps_truncated_responses_as_generated_and_restores_mode(setup):
+    """generate_responses: EOS kept when generated, never added to a cut response; train/eval
+    mode put back; sample_policy and rlhf draw through it (same seed -> same ids)."""
+    tok, model, prompts, world = setup
+    from helpers import rlhf
+
+    assert rlhf.generate_responses is generate_responses  # PPO/RLOO rollouts use the same sampler
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[:6]]
+    model.train()
+    torch.manual_seed(3)
+    responses, ended = generate_responses(model, ids, 3, 1.0, tok.eos_token_id, tok.pad_token_id)
+    assert model.training  # put back as it was
+    model.eval()
+    assert not all(ended), "3 new tokens should cut at least one response"
+    for r, done in zip(responses, ended):
+        assert len(r) <= 3 and (r[-1] == tok.eos_token_id) == done and tok.eos_token_id not in r[:-1]
+    samples = sample_policy(model, tok, prompts[:6], 1, max_new_tokens=3, seed=3, progress=False)
+    assert samples["response_ids"] == responses and samples["ended"] == ended
+    with pytest.raises(ValueError, match="temperature"):
+        generate_responses(model, ids, 3, 0.0, tok.eos_token_id, tok.pad_token_id)
+
+
+def test_false_mask_alarm_is_hidden_only_during_the_call():
+    from helpers.evaluate import _no_false_mask_alarm
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    seen = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Catch()
+    logger.addHandler(handler)
+    try:
+        with _no_false_mask_alarm():
+            logger.warning("We strongly recommend passing in an `attention_mask` since ...")
+            logger.warning("another warning")
+        logger.warning("We strongly recommend passing in an `attention_mask` outside")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["another warning", "We strongly recommend passing in an `attention_mask` outside"]
+    assert not logger.filters
+
+
 def test_generation_and_scoring_see_the_same_distribution(setup):
     """Left-padded sampling and right-padded scoring must give identical per-token log-probs
     (positions follow the attention mask), else the KL estimate is biased."""
@@ -55,10 +102,8 @@ def test_generation_and_scoring_see_the_same_distribution(setup):
     batch_prompts = [p for p in prompts if len(tok(p)["input_ids"]) > 1][:6]
     rows = [tok(p)["input_ids"] for p in batch_prompts]
     assert len({len(r) for r in rows}) > 1, "need prompts of different lengths to exercise padding"
-    from helpers.evaluate import _left_padded
-
     temperature = 0.7
-    input_ids, attention_mask = _left_padded(rows, tok.pad_token_id, "cpu")
+    input_ids, attention_mask = pad_rows(rows, tok.pad_token_id, side="left")  # as generate_responses does
     torch.manual_seed(0)
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True, top_k=0, top_p=1.0,
                          temperature=temperature, max_new_tokens=12, pad_token_id=tok.pad_token_id,

@@ -10,6 +10,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from helpers import reward_model as rm
 from helpers import rlhf
+from helpers.evaluate import generate_responses
 from helpers.rlhf import (
     AdaptiveKLController,
     RLHFConfig,
@@ -216,8 +217,8 @@ def test_sampling_is_pure_and_tempered(tiny_models):
     torch.manual_seed(1)
     prompt = [5, 9, 11]
     n, temperature = 4000, 0.7
-    responses, _ = rlhf.sample_responses(policy, [prompt] * n, max_new_tokens=1, temperature=temperature,
-                                         eos_token_id=EOS, pad_token_id=PAD)
+    responses, _ = generate_responses(policy, [prompt] * n, max_new_tokens=1, temperature=temperature,
+                                    eos_token_id=EOS, pad_token_id=PAD)
     first = torch.tensor([r[0] for r in responses])
     freq = torch.bincount(first, minlength=VOCAB).float() / n
     with torch.no_grad():

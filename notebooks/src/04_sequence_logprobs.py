@@ -70,25 +70,15 @@ import math
 
 import torch
 import torch.nn.functional as F
-import transformers
 from transformers import AutoModelForCausalLM
 
 from helpers import checks
-from helpers.config import get_device, seed_everything
 from helpers.data import collate_preferences, tokenize_preferences
 from helpers.logprobs import IGNORE_INDEX, concatenated_forward, sequence_logprobs, token_logprobs
 from helpers.losses import dpo_loss
-from helpers.world import get_world, load_sft_model, load_tokenizer
+from helpers.world import load_sft_model, load_tokenizer, start_notebook
 
-transformers.utils.logging.disable_progress_bar()
-transformers.utils.logging.set_verbosity_error()  # no library chatter in the outputs  # no "Loading weights" bars in the outputs
-seed_everything(0)
-world = get_world()  # DPO_PROFILE: tiny (CPU, offline) or gpt2 (GPU + hub); auto picks
-device = get_device()
-if world.profile == "tiny" and device.type == "cpu":
-    # a 1 M-parameter model gains little from a second thread, and on a busy 2-core machine one
-    # thread ran this course's sampling 3-4x faster than two (measured)
-    torch.set_num_threads(1)
+world, device = start_notebook(seed=0)  # quiet transformers, seed, profile (DPO_PROFILE), device, threads
 tokenizer = load_tokenizer(world)
 model = load_sft_model(world, device=device)  # eval mode: dropout off
 print(f"profile {world.profile} on {device}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "

@@ -78,38 +78,25 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-import transformers
 
 from helpers import checks, viz
-from helpers.config import get_device, seed_everything
 from helpers.evaluate import sample_policy, score_responses
 from helpers.pairs import get_preference_pairs, load_pairs_stats
+from helpers.profiles import SFT_DEMO_SIZES, sizes
 from helpers.sft import collate_texts, tokenize_texts, train_sft
 from helpers.world import (
     get_prompts,
     get_reward_fn,
-    get_world,
     load_base_model,
     load_reviews,
     load_sft_history,
     load_sft_model,
     load_tokenizer,
+    start_notebook,
 )
 
-transformers.utils.logging.disable_progress_bar()
-transformers.utils.logging.set_verbosity_error()  # no library chatter in the outputs
-seed_everything(0)
-world = get_world()
-device = get_device()
-if world.profile == "tiny" and device.type == "cpu":
-    # a 1 M-parameter model gains little from a second thread, and on a busy 2-core machine one
-    # thread ran this course's sampling 3-4x faster than two (measured)
-    torch.set_num_threads(1)
-# Sizes for each profile: the tiny one runs in about a minute on a laptop CPU.
-SIZES = {
-    "tiny": dict(demo_steps=60, demo_batch_size=32, n_prompts=64, samples_per_prompt=4),
-    "gpt2": dict(demo_steps=100, demo_batch_size=16, n_prompts=64, samples_per_prompt=4),
-}[world.profile]
+world, device = start_notebook(seed=0)  # quiet transformers, seed, profile (DPO_PROFILE), device, threads
+SIZES = sizes(SFT_DEMO_SIZES, world.profile)  # this notebook's sizes, per profile (helpers/profiles.py)
 tokenizer = load_tokenizer(world)
 reward_fn = get_reward_fn(world, device=device)
 print(f"profile {world.profile} on {device}; base model {world.base_model}; reward {world.reward}")

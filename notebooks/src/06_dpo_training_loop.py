@@ -71,10 +71,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import transformers
 
 from helpers import checks, viz
-from helpers.config import autocast_dtype, get_device, seed_everything
+from helpers.config import autocast_dtype, seed_everything
 from helpers.corpus import GOODHART_WORD
 from helpers.data import tokenize_preferences
 from helpers.evaluate import evaluate_policy, word_rate
@@ -94,17 +93,9 @@ from helpers.train import (
     train_dpo,
     warmup_lambda,
 )
-from helpers.world import get_prompts, get_reward_fn, get_world, load_sft_model, load_tokenizer
+from helpers.world import get_prompts, get_reward_fn, load_sft_model, load_tokenizer, start_notebook
 
-transformers.utils.logging.disable_progress_bar()
-transformers.utils.logging.set_verbosity_error()  # no library chatter in the outputs
-seed_everything(0)
-world = get_world()
-device = get_device()
-if world.profile == "tiny" and device.type == "cpu":
-    # a 1 M-parameter model gains little from a second thread, and on a busy 2-core machine one
-    # thread ran this course's sampling 3-4x faster than two (measured)
-    torch.set_num_threads(1)
+world, device = start_notebook(seed=0)  # quiet transformers, seed, profile (DPO_PROFILE), device, threads
 SIZES = dpo_sizes(world.profile)  # every size of this notebook, per profile (helpers/profiles.py)
 tokenizer = load_tokenizer(world)
 sft = load_sft_model(world, device=device)

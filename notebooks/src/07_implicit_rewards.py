@@ -67,10 +67,8 @@ from dataclasses import replace
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import transformers
 
 from helpers import checks, viz
-from helpers.config import get_device, seed_everything
 from helpers.corpus import GOODHART_WORD, NEGATIVE_WORDS, OPINION_VERBS, POSITIVE_WORDS
 from helpers.evaluate import evaluate_policy, sample_policy
 from helpers.implicit import (
@@ -85,17 +83,9 @@ from helpers.implicit import (
 from helpers.pairs import get_preference_pairs
 from helpers.profiles import dpo_sizes
 from helpers.runs import best_of_n_curve, beta_sweep, load_or_train_dpo, make_dpo_config, split_pairs
-from helpers.world import get_prompts, get_reward_fn, get_world, load_sft_model, load_tokenizer
+from helpers.world import get_prompts, get_reward_fn, load_sft_model, load_tokenizer, start_notebook
 
-transformers.utils.logging.disable_progress_bar()
-transformers.utils.logging.set_verbosity_error()  # no library chatter in the outputs
-seed_everything(0)
-world = get_world()
-device = get_device()
-if world.profile == "tiny" and device.type == "cpu":
-    # a 1 M-parameter model gains little from a second thread, and on a busy 2-core machine one
-    # thread ran this course's sampling 3-4x faster than two (measured)
-    torch.set_num_threads(1)
+world, device = start_notebook(seed=0)  # quiet transformers, seed, profile (DPO_PROFILE), device, threads
 SIZES = dpo_sizes(world.profile)
 tokenizer = load_tokenizer(world)
 ref_model = load_sft_model(world, device=device)

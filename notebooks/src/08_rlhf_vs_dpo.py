@@ -78,6 +78,7 @@ import torch
 
 from helpers import checks, rlhf, toy, viz
 from helpers.config import DATA_DIR, get_device, seed_everything
+from helpers.profiles import RLHF_SIZES, sizes
 from helpers.reward_model import load_or_train_pair_reward_model
 from helpers.world import get_prompts, get_reward_fn, get_world, load_sft_model, load_tokenizer
 
@@ -274,7 +275,8 @@ print(rloo_advantages(torch.tensor([[1.0, 2.0, 3.0, 6.0]])).numpy().round(4))
 # %%
 # NBVAL_IGNORE_OUTPUT
 t0 = time.perf_counter()
-reward_model, rm_info = load_or_train_pair_reward_model(world, device=device)
+RLHF = sizes(RLHF_SIZES, world.profile)  # this section's sizes, per profile (helpers/profiles.py)
+reward_model, rm_info = load_or_train_pair_reward_model(world, device=device, **RLHF["reward_model"])
 print(f"reward model: trained on {rm_info['n_train_pairs']} pairs in {rm_info['train_s']:.0f} s "
       f"(loaded in {time.perf_counter() - t0:.0f} s)")
 print(f"held-out pair accuracy: {rm_info['heldout_accuracy']:.3f} on {rm_info['n_test_pairs']} pairs of unseen prompts")
@@ -289,8 +291,8 @@ print(f"normalisation over SFT samples: raw mean {rm_info['norm_mean']:.3f}, raw
 # NBVAL_IGNORE_OUTPUT
 tok = load_tokenizer(world)
 sft = load_sft_model(world, device=device)
-train_prompts = get_prompts(world, world.pairs_split, 256, seed=0, tokenizer=tok)
-eval_prompts = get_prompts(world, world.eval_split, 100, seed=0, tokenizer=tok)
+train_prompts = get_prompts(world, world.pairs_split, RLHF["n_train_prompts"], seed=0, tokenizer=tok)
+eval_prompts = get_prompts(world, world.eval_split, RLHF["n_eval_prompts"], seed=0, tokenizer=tok)
 prompts_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in train_prompts]
 
 
@@ -300,14 +302,11 @@ def score_with(text_reward):
 
 
 # the same budget for both: 16 samples per iteration, 4 epochs x 2 mini-batches of 8 sequences
-configs = {"ppo": rlhf.RLHFConfig(beta=0.1, lr=1e-4, batch_size=16, mini_batch_size=8, ppo_epochs=4,
-                                  max_new_tokens=world.max_new_tokens),
-           "rloo": rlhf.RLHFConfig(beta=0.1, lr=1e-4, batch_size=4, rloo_k=4, mini_batch_size=2, rloo_epochs=4,
-                                   max_new_tokens=world.max_new_tokens)}
+configs = {method: rlhf.RLHFConfig(**RLHF[method], max_new_tokens=world.max_new_tokens) for method in ("ppo", "rloo")}
 live = {}
 for method, cfg in configs.items():
     policy = load_sft_model(world, device=device)
-    live[method] = rlhf.train_rlhf(method, policy, sft, prompts_ids, score_with(reward_model), cfg, steps=12,
+    live[method] = rlhf.train_rlhf(method, policy, sft, prompts_ids, score_with(reward_model), cfg, steps=RLHF["steps"],
                                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     live[method]["policy"] = policy
 fig, axes = plt.subplots(1, 2, figsize=(13, 3.2))
@@ -322,7 +321,8 @@ from helpers.evaluate import evaluate_policy
 
 gt_reward = get_reward_fn(world)
 for name, model in [("SFT", sft)] + [(m.upper() + f" ({len(live[m]['history'])} it.)", live[m]["policy"]) for m in live]:
-    ev = evaluate_policy(model, sft, tok, eval_prompts[:32], gt_reward, n_samples_per_prompt=2,
+    ev = evaluate_policy(model, sft, tok, eval_prompts[: RLHF["n_check_prompts"]], gt_reward,
+                         n_samples_per_prompt=RLHF["check_samples"],
                          max_new_tokens=world.max_new_tokens, seed=1, progress=False)
     print(f"{name:14s} ground-truth reward {ev['reward_mean']:.3f} +- {ev['reward_se']:.3f}   "
           f"KL {ev['kl_mean']:.2f} +- {ev['kl_se']:.2f} nats   length {ev['length_mean']:.1f}   EOS {ev['eos_rate']:.2f}")

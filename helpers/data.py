@@ -113,9 +113,6 @@ def tokenize_preference(
         response_ids = response_ids[:budget]
         out[f"{name}_input_ids"] = list(prompt_ids) + response_ids
         out[f"{name}_labels"] = [IGNORE_INDEX] * len(prompt_ids) + response_ids
-    if out["chosen_input_ids"] == out["rejected_input_ids"]:
-        raise ValueError(f"record {index}: 'chosen' and 'rejected' are identical after truncation to "
-                         f"max_length {max_length} (they differ only later): the pair carries no signal")
     return out
 
 
@@ -157,7 +154,11 @@ def tokenize_preferences(
         try:
             if problem is not None:
                 raise ValueError(problem)
-            examples.append(tokenize_preference(record, tokenizer, max_length, max_prompt_length, index=i))
+            example = tokenize_preference(record, tokenizer, max_length, max_prompt_length, index=i)
+            if example["chosen_input_ids"] == example["rejected_input_ids"]:
+                raise ValueError(f"record {i}: 'chosen' and 'rejected' are identical after truncation to "
+                                 f"max_length {max_length} (they differ only later): the pair carries no signal")
+            examples.append(example)
         except ValueError as err:
             if on_invalid == "raise":
                 raise

@@ -79,7 +79,11 @@ FRONTIER_SIZES = {
                  **{"dpo_lr1e-4_betas": [0.1, 0.3, 1.0]},
                  dpo={k: DPO_SIZES["tiny"][k] for k in ("batch_size", "max_steps", "warmup_steps", "max_length",
                                                         "max_prompt_length")} | {"lr": DPO_SIZES["tiny"]["sweep_lr"]},
-                 bon_ns=[1, 2, 4, 8, 16], rm=dict(steps=RLHF_SIZES["tiny"]["reward_model"]["steps"])),
+                 bon_ns=[1, 2, 4, 8, 16], rm=dict(steps=RLHF_SIZES["tiny"]["reward_model"]["steps"]),
+                 # the optimum pi*_beta, estimated from this many SFT samples per evaluation prompt
+                 # (helpers.optimum): it reaches at most log M nats, ~5.5 at M = 256
+                 optimum_samples=256, optimum_betas=[0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7,
+                                                     1.0, 2.0]),
 }
 
 

@@ -453,15 +453,53 @@ def save_checkpoint(path: str | os.PathLike, policy, optimizer, scheduler, state
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
                "scheduler": scheduler.state_dict(), "rng": get_rng_states(), **state}
+    payload["digest"] = state_digest(payload)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
 
 
+def state_digest(obj) -> str:
+    """SHA-256 of a checkpoint's contents (every tensor's bytes, every key and plain value).
+
+    ``torch.load`` does not notice a flipped byte inside a tensor: it loads different weights and a
+    resumed run silently diverges. Stored in the checkpoint and checked on load.
+    """
+    h = hashlib.sha256()
+
+    def walk(x):
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for k in sorted(x, key=repr):
+                if k != "digest":
+                    h.update(repr(k).encode())
+                    walk(x[k])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                walk(v)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint written by ``save_checkpoint``, refused by path if its contents changed."""
     # weights_only: tensors and plain Python values only (get_rng_states stores NumPy's state as a tensor)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("digest") != state_digest(state):
+        raise ValueError(f"the checkpoint {path} is damaged (its contents do not match the digest saved with "
+                         f"it); delete it to start over")
+    return state
 
 
 # --------------------------------------------------------------------------------------------

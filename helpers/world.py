@@ -42,7 +42,7 @@ import random
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from helpers.cache import build_artifact, is_built
+from helpers.cache import build_artifact, fingerprint, is_built
 from helpers.config import cache_dir, torch_threads
 from helpers.profiles import choose_profile, world_sizes
 from helpers.rewards import DEFAULT_CLASSIFIER, RewardFn, make_reward_fn
@@ -237,6 +237,12 @@ def world_spec(world: World) -> dict:
     """Everything a world's artifacts depend on (paths inside ``root`` relative to it): the input
     fingerprint of every artifact built from this world."""
     return _spec(world)
+
+
+def world_fingerprint(world: World) -> str:
+    """A short hash of ``world_spec``: results computed on a world (a saved sweep) carry it, and are
+    refused by a world with another one."""
+    return fingerprint(world_spec(world))
 
 
 def stage_spec(world: World, stage: str) -> dict:

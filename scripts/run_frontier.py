@@ -35,7 +35,9 @@ import torch  # noqa: E402
 
 from helpers import reward_model as rm_mod  # noqa: E402
 from helpers import rlhf  # noqa: E402
+from helpers.cache import fingerprint  # noqa: E402
 from helpers.config import cache_dir, seed_everything  # noqa: E402
+from helpers.world import world_fingerprint  # noqa: E402
 
 DEFAULT_OUT = ROOT / "data" / "frontier.json"
 WORD = re.compile(r"[a-z']+")
@@ -58,7 +60,19 @@ def settings(quick: bool) -> dict:
         s["dpo_lr1e-4_betas"] = []
         s["dpo"] = dict(s["dpo"], max_steps=2)
         s["rm"] = dict(steps=5)
+        s.update(optimum_samples=8, optimum_betas=[0.3, 1.0])
     return s
+
+
+def sweep_world(s: dict):
+    """The tiny world of the notebooks -- or, with ``--sft-steps``, a world of its own in another
+    folder, so the sweep never replaces the SFT model notebooks 04-08 use."""
+    from helpers.world import tiny_world
+
+    steps = s.get("sft_steps")
+    if steps and steps != tiny_world().sft_steps:
+        return tiny_world(cache_dir() / f"tiny-sft{steps}", sft_steps=steps)
+    return tiny_world()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -66,9 +80,9 @@ def settings(quick: bool) -> dict:
 
 
 def world_parts(s: dict):
-    from helpers.world import get_prompts, get_reward_fn, load_sft_model, load_tokenizer, tiny_world
+    from helpers.world import get_prompts, get_reward_fn, load_sft_model, load_tokenizer
 
-    world = tiny_world(**({"sft_steps": s["sft_steps"]} if s.get("sft_steps") else {}))
+    world = sweep_world(s)
     tok = load_tokenizer(world)
     sft = load_sft_model(world)
     train_prompts = get_prompts(world, world.pairs_split, s["n_train_prompts"], seed=0, tokenizer=tok)
@@ -274,6 +288,29 @@ def run_bon_and_sft(s: dict) -> tuple[list[dict], dict]:
     return rows, sft_row
 
 
+def run_optimum(s: dict) -> list[dict]:
+    """The pi* frontier on the evaluation prompts: ``optimum_samples`` SFT samples per prompt, scored
+    by the ground truth, reweighted by exp(r / beta) (``helpers.optimum.optimum_frontier``)."""
+    from helpers.evaluate import sample_policy
+    from helpers.optimum import optimum_frontier
+
+    world, tok, sft, _, eval_prompts, gt_reward = world_parts(s)
+    m = s["optimum_samples"]
+    samples = sample_policy(sft, tok, eval_prompts, m, world.max_new_tokens, seed=3, progress=False)
+    rewards = np.asarray(gt_reward([p + r for p, r in zip(samples["prompt"], samples["response"])]))
+    lengths = np.asarray(samples["length"], dtype=np.float64).reshape(len(eval_prompts), m)
+    front = optimum_frontier(rewards.reshape(len(eval_prompts), m), s["optimum_betas"])
+    for point in front:  # pi*'s expected length, with the same weights as its reward
+        beta = point["beta"]
+        if math.isinf(beta):
+            point["length_mean"] = float(lengths.mean())
+            continue
+        logits = rewards.reshape(len(eval_prompts), m) / beta
+        w = np.exp(logits - logits.max(axis=1, keepdims=True))
+        point["length_mean"] = float(((w / w.sum(axis=1, keepdims=True)) * lengths).sum(axis=1).mean())
+    return front
+
+
 # ----------------------------------------------------------------------------------------------
 # cost: lines of code per method
 
@@ -337,6 +374,8 @@ def main() -> None:
     out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "frontier_quick.json" if args.quick
                                            else DEFAULT_OUT)
     previous = json.loads(out.read_text()) if out.exists() else {}
+    if previous.get("world_fingerprint") != world_fingerprint(sweep_world(s)):
+        previous = {}  # results of another world are never merged into this one's
     t_start = time.perf_counter()
     world, tok, sft, *_ = world_parts(s)
     t0 = time.perf_counter()
@@ -348,7 +387,9 @@ def main() -> None:
            [("RLOO", b) for b in s["rloo_betas"]] + [("DPO", b) for b in s["dpo_betas"]] + \
            [("DPO-lr1e-4", b) for b in s.get("dpo_lr1e-4_betas", [])]
     # each finished run is kept in a folder, so an interrupted sweep resumes where it stopped
-    done_dir = cache_dir() / ("frontier_runs_quick" if args.quick else "frontier_runs")
+    # keyed by the world and the settings: a sweep of another world or other sizes never reuses them
+    world_fp = world_fingerprint(world)
+    done_dir = cache_dir() / "frontier_runs" / f"world-{world_fp}-settings-{fingerprint(s)}"
     done_dir.mkdir(parents=True, exist_ok=True)
     todo = [(m, b) for m, b in jobs if m in only]
     pending, procs = list(todo), {}
@@ -381,11 +422,14 @@ def main() -> None:
         bon, sft_row = run_bon_and_sft(s)
     else:
         bon, sft_row = previous["bon"], previous["sft"]
+    optimum = run_optimum(s) if ("BoN" in only or "optimum" not in previous) else previous["optimum"]
     result = {
+        "world_fingerprint": world_fp,
         "meta": {"settings": s, "torch": torch.__version__, "threads": torch.get_num_threads(),
                  "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                  "total_s": time.perf_counter() - t_start},
-        "reward_model": rm_info, "sft": sft_row, "runs": runs, "bon": bon, "lines_of_code": lines_of_code(),
+        "reward_model": rm_info, "sft": sft_row, "runs": runs, "bon": bon, "optimum": optimum,
+        "lines_of_code": lines_of_code(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -7,7 +7,7 @@ from pathlib import Path
 HELPERS = Path(__file__).resolve().parent.parent / "helpers"
 LAYERS = {
     1: ["config", "profiles", "cache", "losses", "validate"],
-    2: ["logprobs", "data", "toy", "corpus", "rewards", "sft"],
+    2: ["logprobs", "data", "toy", "corpus", "rewards", "sft", "optimum"],
     3: ["world", "train", "evaluate", "pairs", "reward_model", "checks"],
     4: ["implicit", "runs", "rlhf", "viz"],
     5: ["build"],

@@ -145,24 +145,32 @@ def load_script_module():
 
 def test_data_formats_and_the_tiny_profile_paths(tmp_path, monkeypatch):
     """--data takes a JSONL file, a save_to_disk folder or a folder of JSON files; --profile tiny
-    finds the SFT model, tokenizer and the pair set that helpers.pairs saved in the cache."""
+    finds the SFT model, tokenizer and exactly the pair set helpers.pairs built for the notebooks
+    (never another set or a killed build's leftover in the same folder)."""
     import datasets
+
+    from helpers.cache import build_artifact
+    from helpers.pairs import pairs_path, pairs_spec
+    from helpers.world import tiny_world
 
     script = load_script_module()
     records = build_tiny_pairs(1)
     jsonl = tmp_path / "pairs.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
-    saved = tmp_path / "tiny" / "pairs" / "prompts8_k4_seed0" / "dataset"
-    datasets.Dataset.from_list(records).save_to_disk(str(saved))
-    for spec in (jsonl, saved, tmp_path):  # tmp_path: a folder holding pairs.jsonl
+    other = tmp_path / "tiny" / "pairs" / "prompts8_k4_seed0" / "dataset"
+    datasets.Dataset.from_list(records).save_to_disk(str(other))
+    for spec in (jsonl, other, tmp_path):  # tmp_path: a folder holding pairs.jsonl
         loaded = script.load_records(str(spec))
         assert [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in loaded] == records, spec
 
     monkeypatch.setenv("DPO_CACHE", str(tmp_path))
+    with pytest.raises(SystemExit, match="the pairs are not built"):
+        script.parse_args(["--profile", "tiny", "--output-dir", str(tmp_path / "out")])
+    world = tiny_world()
+    built = build_artifact(pairs_path(world), pairs_spec(world, 1000, 4, 0),
+                           lambda tmp: datasets.Dataset.from_list(records).save_to_disk(str(tmp / "dataset")))
+    (built.parent / f"{built.name}.tmp-4242" / "dataset").mkdir(parents=True)  # a killed build's leftover
     args = script.parse_args(["--profile", "tiny", "--output-dir", str(tmp_path / "out")])
     assert args.model == str(tmp_path / "tiny" / "sft")
     assert args.tokenizer == str(tmp_path / "tiny" / "tokenizer")
-    assert args.data == str(saved)
-    datasets.Dataset.from_list(records).save_to_disk(str(tmp_path / "tiny" / "pairs" / "other" / "dataset"))
-    with pytest.raises(SystemExit, match="2 pair sets"):
-        script.parse_args(["--profile", "tiny", "--output-dir", str(tmp_path / "out")])
+    assert args.data == str(built / "dataset")

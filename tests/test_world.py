@@ -273,7 +273,7 @@ def test_tiny_makes_hub_calls_fail_at_once_even_after_import():
 
 def test_stale_stages_are_rebuilt_and_nothing_else_is_touched(tmp_path):
     """A stage built with other settings is rebuilt; files the course did not make are never
-    deleted (the old cache wiped the whole root); a stage folder without its spec is rebuilt."""
+    deleted (the old cache wiped the whole root), not even a stage folder without its spec."""
     import shutil
 
     from helpers.cache import SPEC_FILE
@@ -292,8 +292,14 @@ def test_stale_stages_are_rebuilt_and_nothing_else_is_touched(tmp_path):
     assert W.stage_is_current(changed, changed.sft_dir, "sft model")
     assert not W.stage_is_current(world, changed.sft_dir, "sft model")
     assert mine.read_text() == "keep me"
-    # a stage left without its spec (an interrupted or foreign folder): rebuilt
+    # a stage folder without its spec was not written by the cache (a build only ever renames a
+    # finished folder into place): refused by name, its files kept; once moved away, rebuilt
     Path(changed.sft_dir, SPEC_FILE).unlink()
+    kept = sorted(p.name for p in Path(changed.sft_dir).iterdir())
+    with pytest.raises(ValueError, match="holds files this cache did not write"):
+        W.load_sft_model(changed)
+    assert sorted(p.name for p in Path(changed.sft_dir).iterdir()) == kept
+    shutil.rmtree(changed.sft_dir)
     W.load_sft_model(changed)
     assert W.stage_is_current(changed, changed.sft_dir, "sft model")
     # a moved cache still matches its settings

@@ -1,0 +1,103 @@
+"""The optimum itself: the reward and KL of the KL-optimal policy pi*_beta, from samples of pi_ref.
+
+RLHF and DPO aim at the same policy (notebooks 02-03):
+
+    pi*_beta(y|x) = pi_ref(y|x) * exp(r(x, y) / beta) / Z(x),     Z(x) = E_{y ~ pi_ref}[exp(r / beta)].
+
+On a real language model pi* cannot be written down, but its reward and KL can be *estimated* from
+M samples y_1..y_M ~ pi_ref(.|x) of each prompt, by self-normalised importance sampling:
+
+    w_i = exp(r_i / beta) / sum_j exp(r_j / beta)                        (weights of pi* / pi_ref)
+    E_{pi*}[r]         ~= sum_i w_i r_i
+    KL(pi* || pi_ref)  =  E_{pi*}[r] / beta - log Z   ~=  sum_i w_i r_i / beta - log mean_i exp(r_i / beta)
+
+Each point of the curve beta -> (KL, reward) is the best reward any policy can reach at that KL:
+the reward-vs-KL frontier every method's point is measured against (``fraction_of_optimum``).
+
+Honest limits, both visible in the effective sample size ESS = 1 / sum_i w_i^2 (between 1 and M):
+at small beta the weights pile onto the best of the M samples, so the estimate is at most the
+best-of-M reward and the KL at most log M (the estimate is biased low there); ``optimum_frontier``
+reports the median ESS per prompt and marks a beta *unreliable* below ``min_ess``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    m = a.max(axis=axis, keepdims=True)
+    return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def optimal_point(rewards: np.ndarray, beta: float) -> dict:
+    """Estimated reward and KL(pi*_beta || pi_ref) of each prompt, from pi_ref samples' rewards.
+
+    Args:
+        rewards: (P, M) ground-truth rewards r(x_p, y_pm) of M samples y ~ pi_ref per prompt.
+        beta: > 0.
+    Returns:
+        dict of (P,) arrays: ``reward`` (E_{pi*}[r]), ``kl`` (nats), ``ess`` (effective sample size).
+    """
+    r = np.asarray(rewards, dtype=np.float64)  # (P, M)
+    if r.ndim != 2 or r.shape[1] < 2:
+        raise ValueError(f"rewards must be (prompts, samples) with >= 2 samples, got shape {r.shape}")
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    logits = r / beta  # (P, M)
+    log_z_sum = _logsumexp(logits, axis=1)  # log sum_j exp(r_j / beta)
+    w = np.exp(logits - log_z_sum[:, None])  # (P, M), rows sum to 1
+    reward = (w * r).sum(axis=1)
+    log_z = log_z_sum - np.log(r.shape[1])  # log mean exp(r / beta) = log Z-hat
+    kl = reward / beta - log_z
+    return {"reward": reward, "kl": np.maximum(kl, 0.0), "ess": 1.0 / (w ** 2).sum(axis=1)}
+
+
+def optimum_frontier(rewards: np.ndarray, betas, min_ess: float = 8.0) -> list[dict]:
+    """The pi* frontier: one point per beta, averaged over prompts, with standard errors over prompts.
+
+    Args:
+        rewards: (P, M) rewards of M pi_ref samples for each of P prompts.
+        betas: the beta grid.
+        min_ess: a beta whose median per-prompt ESS is below this is marked ``reliable=False``
+            (its point leans on a handful of samples per prompt; do not draw it as the optimum).
+    Returns:
+        list of dicts sorted by KL: ``beta``, ``reward_mean``, ``reward_se``, ``kl_mean``, ``kl_se``,
+        ``ess_median``, ``ess_min``, ``reliable``, ``n_prompts``, ``n_samples``; and the pi_ref point
+        (beta = inf: KL 0, the mean reward of the samples) first.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    n_prompts, m = r.shape
+    se = lambda v: float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")  # noqa: E731
+    points = [{"beta": float("inf"), "reward_mean": float(r.mean()), "reward_se": se(r.mean(axis=1)),
+               "kl_mean": 0.0, "kl_se": 0.0, "ess_median": float(m), "ess_min": float(m), "reliable": True,
+               "n_prompts": n_prompts, "n_samples": m}]
+    for beta in betas:
+        p = optimal_point(r, beta)
+        points.append({"beta": float(beta), "reward_mean": float(p["reward"].mean()), "reward_se": se(p["reward"]),
+                       "kl_mean": float(p["kl"].mean()), "kl_se": se(p["kl"]),
+                       "ess_median": float(np.median(p["ess"])), "ess_min": float(p["ess"].min()),
+                       "reliable": bool(np.median(p["ess"]) >= min_ess), "n_prompts": n_prompts, "n_samples": m})
+    return sorted(points, key=lambda q: q["kl_mean"])
+
+
+def optimum_reward_at(frontier: list[dict], kl: float) -> float:
+    """pi*'s reward at ``kl`` nats, interpolated linearly on the reliable frontier points (NaN past
+    the last reliable point: the estimate does not reach that far)."""
+    pts = [q for q in frontier if q["reliable"]]
+    kls = np.array([q["kl_mean"] for q in pts])
+    rewards = np.array([q["reward_mean"] for q in pts])
+    if kl > kls.max():
+        return float("nan")
+    return float(np.interp(kl, kls, rewards))
+
+
+def fraction_of_optimum(frontier: list[dict], kl: float, reward: float) -> float:
+    """(reward - reward of pi_ref) / (pi*'s reward at the same KL - reward of pi_ref).
+
+    1.0: the point is on the optimum; 0.0: no better than pi_ref; NaN: beyond the reliable frontier.
+    pi_ref's reward is the frontier's own KL-0 point (the same prompts' reference samples).
+    """
+    base = next(q["reward_mean"] for q in frontier if q["kl_mean"] == 0.0)
+    best = optimum_reward_at(frontier, kl)
+    return float((reward - base) / (best - base)) if best > base else float("nan")

@@ -17,12 +17,16 @@ the reward-vs-KL frontier every method's point is measured against (``fraction_o
 Honest limits, both visible in the effective sample size ESS = 1 / sum_i w_i^2 (between 1 and M):
 at small beta the weights pile onto the best of the M samples, so the estimate is at most the
 best-of-M reward and the KL at most log M (the estimate is biased low there); ``optimum_frontier``
-reports the median ESS per prompt and marks a beta *unreliable* below ``min_ess``.
+reports the median ESS per prompt and marks a beta *unreliable* below ``MIN_ESS``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+# A beta whose median effective sample size per prompt is below this is not drawn as the optimum:
+# its estimate leans on a handful of samples per prompt and is biased low (at most best-of-M).
+MIN_ESS = 5.0
 
 
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
@@ -53,7 +57,7 @@ def optimal_point(rewards: np.ndarray, beta: float) -> dict:
     return {"reward": reward, "kl": np.maximum(kl, 0.0), "ess": 1.0 / (w ** 2).sum(axis=1)}
 
 
-def optimum_frontier(rewards: np.ndarray, betas, min_ess: float = 8.0) -> list[dict]:
+def optimum_frontier(rewards: np.ndarray, betas, min_ess: float = MIN_ESS) -> list[dict]:
     """The pi* frontier: one point per beta, averaged over prompts, with standard errors over prompts.
 
     Args:
@@ -101,3 +105,22 @@ def fraction_of_optimum(frontier: list[dict], kl: float, reward: float) -> float
     base = next(q["reward_mean"] for q in frontier if q["kl_mean"] == 0.0)
     best = optimum_reward_at(frontier, kl)
     return float((reward - base) / (best - base)) if best > base else float("nan")
+
+
+def reward_at_kl(points: list[dict], kl: float, base: dict | None = None) -> tuple[float, float]:
+    """A method's reward at ``kl`` nats, read off its own curve: linear interpolation between its
+    measured (KL, reward) points -- ``base`` (the SFT point, KL 0) included when given. NaN outside
+    the KLs it measured (no extrapolation).
+
+    Args:
+        points: dicts with ``kl_mean``, ``reward_mean``, ``reward_se`` (e.g. one per beta).
+    Returns:
+        (reward, its standard error interpolated the same way)
+    """
+    pts = sorted(([base] if base is not None else []) + list(points), key=lambda q: q["kl_mean"])
+    kls = np.array([q["kl_mean"] for q in pts])
+    if not len(pts) or kl < kls.min() or kl > kls.max():
+        return float("nan"), float("nan")
+    reward = np.interp(kl, kls, [q["reward_mean"] for q in pts])
+    se = np.interp(kl, kls, [q.get("reward_se", 0.0) for q in pts])
+    return float(reward), float(se)

@@ -41,11 +41,11 @@ DPO_SIZES = {
     "tiny": dict(beta=0.1, lr=1e-4, batch_size=32, gradient_accumulation_steps=1, max_steps=120, warmup_steps=10,
                  max_length=64, max_prompt_length=16, eval_every=40, n_eval_prompts=32, n_final_prompts=128,
                  samples_per_prompt=4, sweep_betas=(0.05, 0.2, 1.0), sweep_steps=60, sweep_lr=3e-4,
-                 bon_ns=(1, 2, 4, 8, 16)),
+                 bon_ns=(1, 2, 4, 8, 16), optimum_samples=128),
     "gpt2": dict(beta=0.1, lr=5e-6, batch_size=8, gradient_accumulation_steps=4, max_steps=300, warmup_steps=30,
                  max_length=96, max_prompt_length=16, eval_every=100, n_eval_prompts=64, n_final_prompts=200,
                  samples_per_prompt=4, sweep_betas=(0.05, 0.1, 0.5, 1.0), sweep_steps=200, sweep_lr=5e-6,
-                 bon_ns=(1, 2, 4, 8, 16)),
+                 bon_ns=(1, 2, 4, 8, 16), optimum_samples=128),
 }
 
 # Notebook 05's demo SFT run and its before/after samples.

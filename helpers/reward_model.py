@@ -266,10 +266,6 @@ def load_reward_model(path, device=None) -> RewardModel:
     return model.to(device or get_device()).eval()
 
 
-def reward_model_dir(world) -> Path:
-    return Path(world.root) / "reward_model"
-
-
 def make_world_pairs(world, n_train: int = 4000, n_test: int = 1000, seed: int = 0):
     """Train pairs from the world's SFT-split reviews, held-out pairs from its eval-split reviews."""
     from helpers import world as W

@@ -20,6 +20,7 @@ import numpy as np
 from helpers.cache import artifact_path, build_artifact, file_fingerprint, is_built, records_fingerprint
 from helpers.data import pad_token_id_of, tokenize_preferences
 from helpers.implicit import bon_kl_bound, expected_best_of_n
+from helpers.optimum import optimum_frontier
 from helpers.pairs import split_pairs  # noqa: F401  (notebooks 06-08 import it from here, next to the runs)
 from helpers.profiles import dpo_sizes
 
@@ -138,6 +139,25 @@ def best_of_n_curve(model, tokenizer, prompts, reward_fn, ns=(1, 2, 4, 8, 16), m
                     "reward_se": float(per_prompt.std(ddof=1) / math.sqrt(len(per_prompt))),
                     "kl_bound": bon_kl_bound(n)})
     return out
+
+
+OPTIMUM_BETAS = (0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+
+
+def optimum_curve(model, tokenizer, prompts, reward_fn, m: int = 64, max_new_tokens: int = 40,
+                  betas=OPTIMUM_BETAS, seed: int = 3, progress: bool = True) -> list[dict]:
+    """The optimum pi*_beta on ``prompts``: ``m`` samples per prompt from ``model`` (pi_ref, the SFT
+    model), scored by ``reward_fn``, reweighted by exp(r / beta) (``helpers.optimum.optimum_frontier``).
+
+    Returns:
+        the frontier points (dicts with ``beta``, ``reward_mean``, ``reward_se``, ``kl_mean``,
+        ``kl_se``, ``ess_median``, ``reliable``, ...), sorted by KL, pi_ref's point first.
+    """
+    from helpers.evaluate import sample_policy
+
+    samples = sample_policy(model, tokenizer, prompts, m, max_new_tokens, seed=seed, progress=progress)
+    rewards = np.asarray(reward_fn([p + r for p, r in zip(samples["prompt"], samples["response"])]), np.float64)
+    return optimum_frontier(rewards.reshape(len(prompts), m), betas)  # prompt-major
 
 
 def beta_sweep(world, betas, train_pairs, eval_prompts, reward_fn, base_config=None, tokenizer=None, ref_model=None,

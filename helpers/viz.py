@@ -327,17 +327,43 @@ def plot_implicit_vs_true(implicit, true, ax=None, title="implicit vs ground-tru
     return ax
 
 
+def plot_optimum(optimum: list[dict], ax, label_betas: bool = True, color: str = "0.25"):
+    """The optimum pi*_beta's frontier (``helpers.optimum.optimum_frontier``): a line through its
+    reliable points with a band of +- one standard error of the reward; points whose effective
+    sample size is too small are drawn hollow (the estimate is biased low there)."""
+    ok = [q for q in optimum if q["reliable"]]
+    weak = [q for q in optimum if not q["reliable"]]
+    kl = np.array([q["kl_mean"] for q in ok])
+    reward = np.array([q["reward_mean"] for q in ok])
+    se = np.array([q["reward_se"] for q in ok])
+    m = optimum[0]["n_samples"]
+    ax.plot(kl, reward, "-", color=color, lw=2, label=f"the optimum pi* (from {m} SFT samples/prompt)")
+    ax.fill_between(kl, reward - se, reward + se, color=color, alpha=0.15, lw=0)
+    if weak:
+        ax.plot([q["kl_mean"] for q in weak], [q["reward_mean"] for q in weak], "o", mfc="none", color=color,
+                ms=4, label="pi*, too few effective samples")
+    if label_betas:
+        for q in ok[1:]:
+            ax.annotate(f"{q['beta']:g}", (q["kl_mean"], q["reward_mean"]), fontsize=6, color=color,
+                        xytext=(-4, 5), textcoords="offset points")
+    return ax
+
+
 def plot_reward_kl_frontier(dpo_points: list[dict], bon_points: list[dict] | None = None, sft_reward=None, ax=None,
-                            title="reward vs KL (the paper's Fig. 2 axes)"):
+                            title="reward vs KL (the paper's Fig. 2 axes)", optimum: list[dict] | None = None):
     """Mean held-out reward against KL(pi || pi_ref): one point per DPO run (labelled by beta, with
-    standard-error bars) and the best-of-N curve from the SFT model (KL at its bound log N - (N-1)/N).
+    standard-error bars), the best-of-N curve from the SFT model (KL at its bound log N - (N-1)/N),
+    and the optimum pi* every method aims at.
 
     Args:
         dpo_points: dicts with ``beta``, ``kl_mean``, ``reward_mean`` and optionally ``kl_se``, ``reward_se``.
         bon_points: dicts with ``n``, ``kl_bound``, ``reward_mean``.
         sft_reward: the SFT model's mean reward (drawn at KL = 0).
+        optimum: ``helpers.optimum.optimum_frontier`` points (labelled by beta).
     """
     ax = _ax(ax, figsize=(6, 4.2))
+    if optimum:
+        plot_optimum(optimum, ax)
     if bon_points:
         ax.plot([p["kl_bound"] for p in bon_points], [p["reward_mean"] for p in bon_points], "s--", color="C2",
                 label="best-of-N from SFT (KL bound)")
@@ -503,11 +529,14 @@ def plot_toy_convergence(histories: dict, ax=None):
 
 
 def plot_rlhf_frontier(runs: list[dict], bon: list[dict] | None = None, sft: dict | None = None, ax=None,
-                  title="reward vs KL on held-out prompts", xscale: str = "symlog"):
+                  title="reward vs KL on held-out prompts", xscale: str = "symlog", optimum: list[dict] | None = None):
     """The reward-vs-KL frontier (DPO paper, Fig. 2 left): one line per method through its betas,
-    error bars = standard errors over prompts; best-of-N at its KL upper bound log N - (N-1)/N.
+    error bars = standard errors over prompts; best-of-N at its KL upper bound log N - (N-1)/N; the
+    optimum pi* (``helpers.optimum``) when given.
     ``xscale="symlog"`` (linear below 1 nat, logarithmic above) keeps KLs of 0.2 and 60 nats readable."""
     ax = _ax(ax, (7.5, 4.5))
+    if optimum:
+        plot_optimum(optimum, ax, label_betas=False)
     methods = list(dict.fromkeys(r["method"] for r in runs))
     markers = {"PPO": "o", "PPO-GT": "s", "RLOO": "^", "DPO": "D", "DPO-lr1e-4": "d"}
     for i, method in enumerate(methods):

@@ -426,7 +426,7 @@ def main() -> None:
     result = {
         "world_fingerprint": world_fp,
         "meta": {"settings": s, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                 "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                 "cpu_count": os.cpu_count(), "jobs": args.jobs, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                  "total_s": time.perf_counter() - t_start},
         "reward_model": rm_info, "sft": sft_row, "runs": runs, "bon": bon, "optimum": optimum,
         "lines_of_code": lines_of_code(),

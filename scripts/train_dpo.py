@@ -290,8 +290,12 @@ def main(argv=None) -> list[dict]:
 
     per_step = config.batch_size * config.gradient_accumulation_steps * P
     sampler = EpochSampler(n, config.seed, per_step)
+    # Its own generator: every new iterator draws a base seed, and from the global RNG that draw would
+    # shift dropout's random numbers after a resume (load_state restores the global RNG; the resumed
+    # run then makes one iterator more than the uninterrupted run at that point).
     loader = torch.utils.data.DataLoader(examples, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                                         collate_fn=functools.partial(collate_batch, pad_token_id=pad_token_id))
+                                         collate_fn=functools.partial(collate_batch, pad_token_id=pad_token_id),
+                                         generator=torch.Generator().manual_seed(config.seed))
     optimizer, scheduler = build_optimizer(policy, config)
     policy, optimizer, loader, scheduler = accelerator.prepare(policy, optimizer, loader, scheduler)
 

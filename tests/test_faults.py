@@ -434,3 +434,20 @@ def test_helpers_resume_refuses_a_flipped_byte(tmp_path, tiny_tokenizer, tiny_pa
     with pytest.raises(ValueError, match="is damaged"):
         train_dpo(build_tiny_gpt2(tiny_tokenizer), build_tiny_gpt2(tiny_tokenizer), tiny_tokenizer, tiny_pairs,
                   dataclasses.replace(config, max_steps=3), progress=False)
+
+
+def test_script_resume_with_dropout_on_is_exact(script_world):
+    """--keep-dropout: dropout draws from the global RNG, which load_state restores; nothing else may
+    draw from it in between (a new data-loader iterator used to), or the resumed run diverges."""
+    full, stopped = script_world["root"] / "dropout-full", script_world["root"] / "dropout-stopped"
+    code, _, output = launch(script_world, full, 1, 4, "--keep-dropout")
+    assert code == 0, output[-3000:]
+    code, _, output = launch(script_world, stopped, 1, 4, "--keep-dropout", "--checkpoint-every", "2",
+                             "--interrupt-after", "3")
+    assert code == 3, output[-3000:]
+    code, _, output = launch(script_world, stopped, 1, 4, "--keep-dropout", "--checkpoint-every", "2", "--resume")
+    assert code == 0, output[-3000:]
+    a, b = read_metrics_csv(full / "metrics.csv"), read_metrics_csv(stopped / "metrics.csv")
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    assert a[0]["loss"] != pytest.approx(0.6931472, abs=1e-6)  # dropout is on: pi_theta != pi_ref at step 1
+    assert a == b

@@ -80,3 +80,14 @@ def test_bad_input_is_named():
         optimal_point(np.zeros(5), 1.0)
     with pytest.raises(ValueError, match="beta must be > 0"):
         optimal_point(np.zeros((2, 4)), 0.0)
+
+
+def test_reward_at_kl_interpolates_a_methods_curve_and_never_extrapolates():
+    from helpers.optimum import reward_at_kl
+
+    sft = {"kl_mean": 0.0, "reward_mean": 0.1, "reward_se": 0.02}
+    runs = [{"kl_mean": 4.0, "reward_mean": 0.5, "reward_se": 0.04}, {"kl_mean": 2.0, "reward_mean": 0.3, "reward_se": 0.02}]
+    assert reward_at_kl(runs, 3.0) == pytest.approx((0.4, 0.03))
+    assert reward_at_kl(runs, 1.0, base=sft) == pytest.approx((0.2, 0.02))
+    assert all(np.isnan(reward_at_kl(runs, 1.0)))  # below its first run and no base given
+    assert all(np.isnan(reward_at_kl(runs, 5.0, base=sft)))

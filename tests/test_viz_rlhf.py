@@ -31,3 +31,18 @@ def test_plot_rl_history_and_clip_and_toy():
     assert np.isclose(y.max(), 1.2)
     ax = viz.plot_toy_convergence({"PPO": [(0, 0.5), (1, 0.1)], "RLOO": [(0, 0.4), (1, 0.2)]})
     assert len(ax.get_lines()) == 2 and ax.get_yscale() == "log"
+
+
+def test_the_optimum_is_drawn_through_its_reliable_points_only():
+    from helpers.optimum import optimum_frontier
+
+    rng = np.random.default_rng(0)
+    optimum = optimum_frontier(rng.uniform(-1, 1, size=(50, 64)), [0.01, 0.1, 0.3, 1.0], min_ess=8)
+    reliable = [q for q in optimum if q["reliable"]]
+    assert 1 < len(reliable) < len(optimum)  # beta 0.01 piles onto one sample per prompt
+    runs = [{"method": "DPO", "beta": 0.1, "kl_mean": 1.0, "kl_se": 0.1, "reward_mean": 0.2, "reward_se": 0.02}]
+    for ax in (viz.plot_rlhf_frontier(runs, optimum=optimum), viz.plot_reward_kl_frontier(runs, optimum=optimum)):
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "the optimum pi* (from 64 SFT samples/prompt)" in labels and "pi*, too few effective samples" in labels
+        line = next(ln for ln in ax.get_lines() if ln.get_label().startswith("the optimum"))
+        assert list(line.get_xdata()) == [q["kl_mean"] for q in reliable]

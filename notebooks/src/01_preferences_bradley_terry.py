@@ -333,17 +333,12 @@ for text, score in zip(mine, rm.score_texts(reward_model, tokenizer, mine).tolis
     print(f"{score:+6.2f}  {text}")
 
 # %% [markdown]
-# Remember the constant: the scores' zero is arbitrary (only differences were trained), so "+1.3"
-# means nothing alone — only "this review scores higher than that one".
+# Remember the constant: the scores' zero is arbitrary (only differences were trained), so one
+# score above means nothing alone — only "this review scores higher than that one".
 #
-# This reward model is RLHF's; the RLHF comparison (notebook 08) uses it. Save it to the cache:
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-rm.save_reward_model(reward_model, rm.reward_model_dir(task),
-                     info={"accuracy": result["accuracy"], "loss": result["loss"], "n_train": 4000,
-                           "n_test": 1000, "steps": 300, "seconds": history["seconds"]})
-print("saved to", rm.reward_model_dir(task))
+# This is the first half of RLHF: a reward model learned from comparisons. Notebook 08 trains
+# RLHF's reward model the same way, on the very preference pairs DPO learns from (so the two methods
+# see the same data), and then runs PPO against it.
 
 # %% [markdown]
 # ## Summary

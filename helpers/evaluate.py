@@ -254,3 +254,21 @@ def word_rate(responses: list[str], word: str) -> float:
 
     pattern = re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE)
     return float(np.mean([bool(pattern.search(r)) for r in responses])) if responses else float("nan")
+
+
+def length_slope(rewards, lengths) -> float:
+    """Least-squares slope of reward on response length (reward per token), e.g. over SFT samples."""
+    x, y = np.asarray(lengths, np.float64), np.asarray(rewards, np.float64)
+    if x.std() == 0:
+        raise ValueError("all lengths are equal: the slope is undefined")
+    return float(np.cov(x, y, bias=True)[0, 1] / x.var())
+
+
+def length_controlled_reward(rewards, lengths, slope: float, ref_length: float) -> float:
+    """Mean reward with the part length explains removed: r - slope * (length - ref_length).
+
+    With ``slope`` fitted on SFT samples (``length_slope``) and ``ref_length`` their mean length, a
+    policy that only writes longer responses gains nothing here (Park et al. 2024)."""
+    r, n = np.asarray(rewards, np.float64), np.asarray(lengths, np.float64)
+    return float((r - slope * (n - ref_length)).mean())
+

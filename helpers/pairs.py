@@ -185,3 +185,24 @@ def split_pairs(pairs, held_out_fraction: float = 0.1, seed: int = 0):
     if hasattr(pairs, "select"):
         return pairs.select(train_idx), pairs.select(held_idx)
     return [pairs[i] for i in train_idx], [pairs[i] for i in held_idx]
+
+
+def best_vs_worst(pairs) -> list[dict]:
+    """One pair per prompt: its highest-reward response against its lowest (the largest gap of the
+    prompt's k samples), instead of all k(k-1)/2 pairs. Prompts in first-seen order."""
+    best, worst = {}, {}
+    for p in pairs:
+        x = p["prompt"]
+        if x not in best or p["chosen_reward"] > best[x][1]:
+            best[x] = (p["chosen"], p["chosen_reward"])
+        if x not in worst or p["rejected_reward"] < worst[x][1]:
+            worst[x] = (p["rejected"], p["rejected_reward"])
+    return [{"prompt": x, "chosen": best[x][0], "rejected": worst[x][0], "chosen_reward": best[x][1],
+             "rejected_reward": worst[x][1]} for x in best]
+
+
+def with_min_gap(pairs, gap: float) -> list[dict]:
+    """The pairs whose reward gap is at least ``gap``: near-ties are dropped (a 0.02 gap is a coin
+    flip to a human reader, but a certain preference to a deterministic label)."""
+    return [dict(p) for p in pairs if p["chosen_reward"] - p["rejected_reward"] >= gap]
+

@@ -152,3 +152,16 @@ def test_kl_between_different_models_is_positive(setup):
 
 def test_word_rate():
     assert word_rate([" a comedy.", " comedy!", " comedyish", " the plot"], "comedy") == 0.5
+
+
+def test_length_controlled_reward_removes_what_length_explains():
+    from helpers.evaluate import length_controlled_reward, length_slope
+
+    lengths = np.array([5.0, 10.0, 15.0, 20.0])
+    rewards = 0.02 * lengths + np.array([0.1, -0.1, 0.1, -0.1])
+    slope = length_slope(rewards, lengths)
+    assert slope == pytest.approx(np.polyfit(lengths, rewards, 1)[0])
+    longer = lengths + 10  # a policy that only writes 10 more tokens
+    assert length_controlled_reward(0.02 * longer, longer, 0.02, lengths.mean()) == pytest.approx((0.02 * lengths).mean())
+    with pytest.raises(ValueError, match="slope is undefined"):
+        length_slope([1.0, 2.0], [3, 3])

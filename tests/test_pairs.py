@@ -86,3 +86,14 @@ def test_world_pairs_are_saved_reloaded_and_tokenize(setup):
     for ex, row in zip(examples[:20], ds.to_list()[:20]):
         assert ex["chosen_input_ids"][: len(ex["prompt_input_ids"])] == tok(row["prompt"])["input_ids"]
         assert ex["chosen_input_ids"][-1] == tok.eos_token_id
+
+
+def test_best_vs_worst_and_min_gap_by_hand():
+    from helpers.pairs import best_vs_worst, pairs_from_samples, with_min_gap
+
+    records, _ = pairs_from_samples(["p", "q"], [["a", "b", "c"], ["x", "y"]], [[0.1, 0.5, -0.2], [0.3, 0.31]])
+    assert len(records) == 4
+    bw = best_vs_worst(records)
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in bw] == [("p", "b", "c"), ("q", "y", "x")]
+    kept = with_min_gap(records, 0.3)
+    assert sorted((r["chosen"], r["rejected"]) for r in kept) == [("a", "c"), ("b", "a"), ("b", "c")]

@@ -74,8 +74,8 @@ print(f"mixed precision: {config.autocast_dtype(device) or 'none (float32)'}")
 print(f"CPU threads used by torch: {torch.get_num_threads()}")
 
 # %% [markdown]
-# Versions, for bug reports (the course is tested with Python 3.11 and 3.13, transformers 5,
-# ipywidgets 7.7 and 8):
+# Versions, for bug reports. Supported: Python 3.10 or newer, transformers 5, ipywidgets 7.7 or 8
+# (CI runs Python 3.11 with ipywidgets 8; Colab has Python 3.13 and ipywidgets 7.7):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -139,20 +139,21 @@ print("cache:", config.cache_dir())
 # %% [markdown]
 # ## The map of the series
 #
-# | # | notebook | what you learn | CPU, `tiny` (2 cores) | Colab T4, `gpt2` |
-# |---|---|---|---|---|
-# | 00 | Set-up and tour | environment, profiles, two warm-up exercises | ≈ 15 s | < 1 min (est.) |
-# | 01 | Preferences and Bradley-Terry | $P(y_w\succ y_l)=\sigma(r_w-r_l)$; fitting rewards by maximum likelihood; a reward model on text | ≈ 1 min | ≈ 2 min (est.) |
-# | 02 | The RLHF objective and its optimal policy | $\max_\pi \mathbb{E}[r]-\beta\,\mathrm{KL}$; $\pi^*\propto\pi_{\mathrm{ref}}e^{r/\beta}$; what $\beta$ does | ≈ 15 s | < 1 min (est.) |
-# | 03 | Deriving DPO | $Z(x)$ cancels; the DPO loss; convergence to $\pi^*$; gradient weight; cDPO and IPO | ≈ 40 s | < 1 min (est.) |
-# | 04 | Sequence log-probabilities | $\log\pi(y\mid x)$ as a sum over tokens: shifts, masks, padding | ≈ 1 min (est.) | ≈ 1 min (est.) |
-# | 05 | The SFT reference model | training $\pi_{\mathrm{ref}}$ on reviews | ≈ 3 min (est.) | ≈ 10 min (est.) |
-# | 06 | The DPO training loop | DPO on sampled, reward-ranked pairs; metrics that matter | ≈ 3 min (est.) | ≈ 15 min (est.) |
-# | 07 | Implicit rewards, visualised | $\hat r=\beta\log\pi_\theta/\pi_{\mathrm{ref}}$ per sequence and per token | ≈ 3 min (est.) | ≈ 10 min (est.) |
-# | 08 | RLHF (PPO) vs DPO | the reward–KL frontier of PPO, DPO and best-of-N | ≈ 5 min (est.) | ≈ 30 min (est.) |
+# | # | notebook | what you learn |
+# |---|---|---|
+# | 00 | Set-up and tour | environment, profiles, two warm-up exercises |
+# | 01 | Preferences and Bradley-Terry | $P(y_w\succ y_l)=\sigma(r_w-r_l)$; fitting rewards by maximum likelihood; a reward model on text |
+# | 02 | The RLHF objective and its optimal policy | $\max_\pi \mathbb{E}[r]-\beta\,\mathrm{KL}$; $\pi^*\propto\pi_{\mathrm{ref}}e^{r/\beta}$; what $\beta$ does |
+# | 03 | Deriving DPO | $Z(x)$ cancels; the DPO loss; convergence to $\pi^*$; gradient weight; cDPO and IPO |
+# | 04 | Sequence log-probabilities | $\log\pi(y\mid x)$ as a sum over tokens: shifts, masks, padding |
+# | 05 | The SFT reference model | training $\pi_{\mathrm{ref}}$ on reviews |
+# | 06 | The DPO training loop | DPO on sampled, reward-ranked pairs; metrics that matter; how far from the optimum $\pi^*$ |
+# | 07 | Implicit rewards, visualised | $\hat r=\beta\log\pi_\theta/\pi_{\mathrm{ref}}$ per sequence and per token; a $\beta$ sweep against $\pi^*$ |
+# | 08 | RLHF (PPO) vs DPO | the reward–KL frontier of PPO, RLOO, DPO, best-of-N and $\pi^*$; why offline DPO falls short |
 #
-# The CPU times of 00–03 were measured on the 2-core machine the course is built on; the others
-# and every T4 time are **estimates** until measured (the README's table is updated as runs come in).
+# How long each takes, on a 2-core CPU (`tiny`) and a Colab T4 (`gpt2`): the table in the
+# repository's README, measured by `benchmarks/series_runtime.py` (not copied here, where it would
+# go stale).
 # Notebooks 01–03 need no GPU in either profile; 01's reward model follows the chosen profile's corpus.
 
 # %% [markdown]

@@ -284,10 +284,16 @@ plt.show()
 # $\pi^*(y)$, because of $Z$.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+from helpers.world import load_tokenizer, tiny_world
+
+tiny_vocab = len(load_tokenizer(tiny_world()))  # the tiny profile's BPE (built here if missing: seconds)
+
+# %%
 # NBVAL_CHECK_OUTPUT
-for name, vocab in [("tiny profile (our BPE)", 2_000), ("GPT-2", 50_257)]:
+for name, vocab in [(f"tiny profile (V = {tiny_vocab:,})", tiny_vocab), ("GPT-2 (V = 50,257)", 50_257)]:
     for T in (20, 40):
-        print(f"{name:>22}, T = {T}: V^T = 10^{T * math.log10(vocab):.0f} possible responses")
+        print(f"{name:>26}, T = {T}: V^T = 10^{T * math.log10(vocab):.0f} possible responses")
 
 # %% [markdown]
 # What sampling buys you, in the toy: estimate $\mathbb{E}_{\pi^*}[r]$ and $\mathrm{KL}(\pi^*\|\pi_{\mathrm{ref}})$

@@ -223,6 +223,34 @@ print(f"DPO loss at pi = pi*:    {loss_at_star.item():.4f}")
 print(f"Bradley-Terry loss of the true reward on the same pairs: {bt_true.item():.4f}")
 
 # %% [markdown]
+# ### Why this is reward learning *and* RLHF at once (the paper's Theorem 1)
+#
+# Fitting a policy by this loss may look like a shortcut that skips the reward. It is not: every
+# policy $\pi_\theta$ is the KL-optimal policy of its **own** implicit reward
+# $\hat r_\theta = \beta\log\frac{\pi_\theta}{\pi_{\mathrm{ref}}}$. Plug $\hat r_\theta$ into the optimum of
+# notebook 02: $\pi_{\mathrm{ref}}\,e^{\hat r_\theta/\beta} = \pi_\theta$, so its partition function is
+# $Z = \sum_y \pi_\theta(y) = 1$ and $\pi^*_{\hat r_\theta} = \pi_\theta$. And every reward $r$ has a member of
+# its equivalence class of this form, $r - \beta\log Z(x) = \beta\log\frac{\pi^*_r}{\pi_{\mathrm{ref}}}$. So
+# maximising the likelihood of preferences over policies *is* maximising it over reward
+# equivalence classes, followed by the exact RLHF step: nothing is lost by never writing a reward.
+#
+# Check it on a policy that has nothing to do with the toy's reward (a random softmax):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pi_theta = torch.softmax(torch.randn(len(world.pi_ref), generator=torch.Generator().manual_seed(1),
+                                     dtype=torch.float64), -1)
+r_hat_theta = toy.implicit_reward(pi_theta, world.pi_ref, beta)
+print("log Z of its implicit reward is 0 (|log Z| < 1e-12):",
+      abs(toy.log_partition(world.pi_ref, r_hat_theta, beta).item()) < 1e-12)
+print("the optimal policy of its implicit reward is the policy itself:",
+      torch.allclose(toy.optimal_policy(world.pi_ref, r_hat_theta, beta), pi_theta, atol=1e-12))
+# the representative of the true reward's class is pi*'s implicit reward: r - beta log Z(x)
+print("r - beta log Z equals the implicit reward of pi*:",
+      torch.allclose(world.r - beta * toy.log_partition(world.pi_ref, world.r, beta),
+                     toy.implicit_reward(pi_star, world.pi_ref, beta), atol=1e-12))
+
+# %% [markdown]
 # ## Step 4 — fit a policy with DPO and watch it reach $\pi^*$
 #
 # Sample $n$ preference pairs from Bradley-Terry with the true reward (two different responses

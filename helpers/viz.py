@@ -6,6 +6,8 @@ A flat module: append new ``plot_*`` / widget functions at the end.
 
 from __future__ import annotations
 
+import matplotlib
+import matplotlib.patches
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -563,4 +565,58 @@ def plot_rlhf_frontier(runs: list[dict], bon: list[dict] | None = None, sft: dic
     ax.set_ylabel("ground-truth reward (mean)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the points fill the axes
+    return ax
+
+
+def plot_pipelines(notes: dict | None = None, ax=None):
+    """The course's map: RLHF and DPO side by side, step by step (the seed of the whole series).
+
+    RLHF = SFT -> sample pairs -> preference labels -> train a reward model -> RL (PPO) with a KL
+    penalty; DPO = SFT -> sample pairs -> preference labels -> one classification-style loss.
+
+    Args:
+        notes: optional text under a step, keyed by step name ("reward model", "PPO", "DPO", ...),
+            e.g. measured costs.
+    """
+    notes = notes or {}
+    ax = _ax(ax, figsize=(12, 3.6))
+    shared = [("SFT", "pi_ref = pi_SFT\n(notebook 05)"), ("sample pairs", "k responses per prompt\nfrom pi_SFT"),
+              ("preference labels", "y_w > y_l\n(Bradley-Terry, 01)")]
+    rlhf = [("reward model", "fit r_phi to the labels\n(01, 08)"),
+            ("PPO", "sample from pi_theta in the loop,\nmax E[r_phi] - beta KL (08)")]
+    dpo = [("DPO", "one classification loss on the pairs,\n-log sigma(beta h) (03, 06)")]
+    w, h, gap = 2.3, 0.9, 0.45
+
+    def box(x, y, title, sub, color):
+        ax.add_patch(matplotlib.patches.FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color,
+                                                       ec="0.3", lw=1))
+        ax.text(x + w / 2, y + h * 0.68, title, ha="center", va="center", fontsize=10, weight="bold")
+        ax.text(x + w / 2, y + h * 0.3, sub, ha="center", va="center", fontsize=7)
+        if title in notes:
+            ax.text(x + w / 2, y - 0.12, notes[title], ha="center", va="top", fontsize=7, color="C3")
+
+    def arrow(x0, y0, x1, y1):
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color="0.3", lw=1.2))
+
+    y_mid, y_top, y_bot = 1.25, 2.55, 0.0
+    for i, (title, sub) in enumerate(shared):
+        x = i * (w + gap)
+        box(x, y_mid, title, sub, "0.92")
+        if i:
+            arrow(x - gap, y_mid + h / 2, x, y_mid + h / 2)
+    x_split = len(shared) * (w + gap)
+    for j, (title, sub) in enumerate(rlhf):
+        x = x_split + j * (w + gap)
+        box(x, y_top, title, sub, "#f6d8c8")
+        arrow(x - gap if j else x_split - gap, (y_top + h / 2) if j else (y_mid + h / 2), x, y_top + h / 2)
+    box(x_split, y_bot, *dpo[0], "#cfe3f5")
+    arrow(x_split - gap, y_mid + h / 2, x_split, y_bot + h / 2)
+    ax.text(x_split + 2 * (w + gap) - gap / 2, y_top + h / 2, "RLHF", fontsize=12, weight="bold", color="#b0562b",
+            va="center")
+    ax.text(x_split + w + gap / 2, y_bot + h / 2, "DPO", fontsize=12, weight="bold", color="#2b6cb0", va="center")
+    ax.set_xlim(-0.2, x_split + 2 * (w + gap) + 0.6)
+    ax.set_ylim(-0.9, y_top + h + 0.3)
+    ax.axis("off")
+    ax.set_title("Two roads from preferences to a policy: RLHF needs a reward model and RL; DPO needs one loss",
+                 fontsize=10)
     return ax

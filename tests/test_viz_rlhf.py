@@ -46,3 +46,12 @@ def test_the_optimum_is_drawn_through_its_reliable_points_only():
         assert "the optimum pi* (from 64 SFT samples/prompt)" in labels and "pi*, too few effective samples" in labels
         line = next(ln for ln in ax.get_lines() if ln.get_label().startswith("the optimum"))
         assert list(line.get_xdata()) == [q["kl_mean"] for q in reliable]
+
+
+def test_pipeline_figure_draws_both_roads_and_the_notes():
+    ax = viz.plot_pipelines({"PPO": "4 models in memory", "DPO": "2 models"})
+    texts = [t.get_text() for t in ax.texts]
+    for step in ("SFT", "sample pairs", "preference labels", "reward model", "PPO", "DPO", "RLHF"):
+        assert step in texts, step
+    assert "4 models in memory" in texts and "2 models" in texts
+    assert len(ax.patches) == 6  # three shared steps, two RLHF steps, one DPO step

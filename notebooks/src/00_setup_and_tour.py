@@ -139,6 +139,21 @@ print("cache:", config.cache_dir())
 # %% [markdown]
 # ## The map of the series
 #
+# The whole course in one picture: RLHF and DPO start the same way -- an SFT model, pairs of its
+# responses, a preference label per pair -- and then part. RLHF fits a reward model to the labels
+# and runs reinforcement learning against it with a KL penalty; DPO turns the same labels into one
+# classification-style loss on the policy. Notebooks 01-03 derive why both aim at the same policy,
+# 04-07 build DPO, 08 builds RLHF and measures the two side by side.
+
+# %%
+import matplotlib.pyplot as plt
+
+from helpers import viz
+
+viz.plot_pipelines()
+plt.show()
+
+# %% [markdown]
 # | # | notebook | what you learn |
 # |---|---|---|
 # | 00 | Set-up and tour | environment, profiles, two warm-up exercises |

@@ -50,7 +50,10 @@ def records_fingerprint(records, columns=("prompt", "chosen", "rejected")) -> st
     """A short hash of preference records' text (a list of dicts or a ``datasets.Dataset``), in order."""
     h = hashlib.sha256()
     for record in records:
-        h.update(json.dumps([record[c] for c in columns]).encode())
+        row = [record[c] for c in columns]
+        if "chosen_ended" in record:  # flags that change the tokenization (helpers.data): part of the data
+            row += [record["chosen_ended"], record["rejected_ended"]]
+        h.update(json.dumps(row).encode())
         h.update(b"\n")
     return h.hexdigest()[:12]
 

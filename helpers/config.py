@@ -66,13 +66,23 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
-    """bf16 autocast on CUDA GPUs that support it; nothing (float32) elsewhere.
+def has_native_bf16(capability: tuple[int, int]) -> bool:
+    """Does a CUDA GPU of this compute capability run bf16 in hardware? Ampere (8.0) and newer.
 
-    fp16 is never chosen: its logits overflow in log-softmax and it needs a grad scaler.
+    ``torch.cuda.is_bf16_supported()`` also says True on a T4 (7.5) or V100 (7.0), where bf16 is
+    *emulated*: every matmul then runs slower than in float32.
+    """
+    return tuple(capability) >= (8, 0)
+
+
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """bf16 autocast on CUDA GPUs with native bf16 (compute capability >= 8.0); float32 elsewhere,
+    including a T4 or V100, whose bf16 is emulated (``has_native_bf16``).
+
+    fp16 is not chosen: its logits overflow in log-softmax and it needs a grad scaler.
     """
     device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and has_native_bf16(torch.cuda.get_device_capability(device)):
         return torch.bfloat16
     return None
 

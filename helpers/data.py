@@ -11,8 +11,10 @@ Three traps this module avoids, each tested:
     concatenate the ids.
   * **pad = eos masks the EOS.** GPT-2 has no pad token and people set ``pad = eos``; deciding
     what counts from ``input_ids != pad_id`` then also hides the EOS that ends each response, so
-    the model is never taught to stop. We append EOS to every response, score it, and decide
-    what counts from lengths (attention mask and labels), never from the pad id.
+    the model is never taught to stop. We append EOS to every response that ended (all of them,
+    unless a record says ``chosen_ended``/``rejected_ended`` = false for a sample cut at its length
+    limit: that one is scored as generated), score it, and decide what counts from lengths
+    (attention mask and labels), never from the pad id.
   * **Silent loss of data.** Malformed records raise ``ValueError`` naming the record and field,
     or, with ``on_invalid="drop"``, are dropped and every drop is counted and reported.
 """
@@ -44,6 +46,9 @@ def _record_problem(i: int, record) -> str | None:
             value.encode("utf-8")
         except UnicodeEncodeError as err:  # a lone surrogate ("\ud800") survives JSON but not a tokenizer
             return f"record {i}: field {name!r} is not valid Unicode text ({err.reason} at character {err.start})"
+    for name in ("chosen_ended", "rejected_ended"):
+        if name in record and not isinstance(record[name], bool):
+            return f"record {i}: field {name!r} must be true or false, got {type(record[name]).__name__}"
     if record["chosen"] == record["rejected"]:
         return f"record {i}: field 'rejected' equals 'chosen' (a pair must differ)"
     return None
@@ -108,8 +113,10 @@ def tokenize_preference(
         )
     out = {"prompt_input_ids": list(prompt_ids)}
     for name in ("chosen", "rejected"):
-        response_ids = text_ids(tokenizer, record[name]) + [eos]
-        out[f"{name}_truncated"] = len(response_ids) > budget  # its EOS (at least) is cut: not scored
+        # EOS only for a response that ended: one cut at max_new_tokens is scored as generated
+        ended = record.get(f"{name}_ended", True)
+        response_ids = text_ids(tokenizer, record[name]) + ([eos] if ended else [])
+        out[f"{name}_truncated"] = len(response_ids) > budget  # its end (at least) is cut: not scored
         response_ids = response_ids[:budget]
         out[f"{name}_input_ids"] = list(prompt_ids) + response_ids
         out[f"{name}_labels"] = [IGNORE_INDEX] * len(prompt_ids) + response_ids

@@ -4,10 +4,11 @@ The DPO paper's recipe for the controlled-sentiment task (Section 6.1, Appendix 
 prompt (a 2-8 token review prefix), sample k completions from pi_SFT, score each with the reward,
 and turn every pair of them into a preference: chosen = the higher reward. With k = 4 that is up to
 k(k-1)/2 = 6 pairs per prompt. Pairs whose rewards are equal carry no preference: they are dropped
-and counted (``n_ties``). In the tiny world, samples that hit ``max_new_tokens`` without EOS are
-dropped before pairing (``n_truncated``; see ``World.pairs_drop_truncated``): ``helpers.data``
-appends EOS to every response, which would teach the policy to stop where it had not stopped.
-Empty responses (EOS right after the prompt) are dropped too (``n_empty``): ``helpers.data``
+and counted (``n_ties``). Samples that hit ``max_new_tokens`` without EOS (counted, ``n_truncated``)
+are dropped before pairing in the tiny world (``World.pairs_drop_truncated``); where they are kept
+(the gpt2 world), the pairs carry ``chosen_ended``/``rejected_ended`` and ``helpers.data`` scores a
+response that never ended exactly as generated -- appending an EOS would teach the policy to stop
+where it had not stopped. Empty responses (EOS right after the prompt) are dropped too (``n_empty``): ``helpers.data``
 rejects empty fields.
 
 Prompts come from the world's ``pairs_split``, disjoint from the SFT texts and from the held-out
@@ -33,10 +34,11 @@ from helpers.cache import artifact_path, build_artifact
 from helpers.evaluate import sample_policy
 
 COLUMNS = ("prompt", "chosen", "rejected", "chosen_reward", "rejected_reward")
+ENDED_COLUMNS = ("chosen_ended", "rejected_ended")  # only where truncated samples are kept
 
 
 def pairs_from_samples(prompts: list[str], responses: list[list[str]], rewards: list[list[float]],
-                       tie_tolerance: float = 0.0) -> tuple[list[dict], int]:
+                       tie_tolerance: float = 0.0, ended: list[list[bool]] | None = None) -> tuple[list[dict], int]:
     """All k(k-1)/2 pairs per prompt, chosen = higher reward; ties dropped.
 
     Args:
@@ -44,18 +46,24 @@ def pairs_from_samples(prompts: list[str], responses: list[list[str]], rewards: 
         responses: P lists of responses (k each, or fewer after drops).
         rewards: P lists of the matching rewards.
         tie_tolerance: pairs with |reward gap| <= this are ties (default: exactly equal).
+        ended: P lists of bools, False for a response cut at ``max_new_tokens`` (no EOS generated);
+            when given, records carry ``chosen_ended``/``rejected_ended`` so ``helpers.data`` scores
+            such a response as generated, without an EOS it never produced.
     Returns:
-        (records with the ``COLUMNS`` keys, number of ties dropped).
+        (records with the ``COLUMNS`` keys (and the ``*_ended`` flags), number of ties dropped).
     """
     records, ties = [], 0
-    for prompt, texts, scores in zip(prompts, responses, rewards):
+    for i, (prompt, texts, scores) in enumerate(zip(prompts, responses, rewards)):
         for a, b in combinations(range(len(texts)), 2):
             if abs(scores[a] - scores[b]) <= tie_tolerance:
                 ties += 1
                 continue
             hi, lo = (a, b) if scores[a] > scores[b] else (b, a)
-            records.append({"prompt": prompt, "chosen": texts[hi], "rejected": texts[lo],
-                            "chosen_reward": float(scores[hi]), "rejected_reward": float(scores[lo])})
+            record = {"prompt": prompt, "chosen": texts[hi], "rejected": texts[lo],
+                      "chosen_reward": float(scores[hi]), "rejected_reward": float(scores[lo])}
+            if ended is not None:
+                record.update(chosen_ended=bool(ended[i][hi]), rejected_ended=bool(ended[i][lo]))
+            records.append(record)
     return records, ties
 
 
@@ -88,19 +96,24 @@ def build_preference_pairs(model, tokenizer, prompts: list[str], reward_fn, k: i
     all_rewards = np.asarray(reward_fn(texts), dtype=np.float64)
     responses = [[] for _ in prompts]
     rewards = [[] for _ in prompts]
+    endings = [[] for _ in prompts]
     n_truncated = n_empty = 0
     for i, response, reward, ended in zip(samples["prompt_index"], samples["response"],
                                           all_rewards, samples["ended"]):
-        if drop_truncated and not ended:
+        if not ended:
             n_truncated += 1
-            continue
+            if drop_truncated:
+                continue
         if not response.strip():
             n_empty += 1
             continue
         responses[i].append(response)
         rewards[i].append(float(reward))
-    records, ties = pairs_from_samples(prompts, responses, rewards, tie_tolerance)
-    columns = {c: [r[c] for r in records] for c in COLUMNS}
+        endings[i].append(bool(ended))
+    # kept truncated samples: the pairs say which responses never ended, so none is scored with an EOS
+    records, ties = pairs_from_samples(prompts, responses, rewards, tie_tolerance,
+                                       ended=None if drop_truncated else endings)
+    columns = {c: [r[c] for r in records] for c in COLUMNS + (() if drop_truncated else ENDED_COLUMNS)}
     dataset = datasets.Dataset.from_dict(columns)
     gaps = np.asarray(columns["chosen_reward"]) - np.asarray(columns["rejected_reward"])
     stats = {

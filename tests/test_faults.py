@@ -451,3 +451,34 @@ def test_script_resume_with_dropout_on_is_exact(script_world):
     assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
     assert a[0]["loss"] != pytest.approx(0.6931472, abs=1e-6)  # dropout is on: pi_theta != pi_ref at step 1
     assert a == b
+
+
+def test_bf16_only_where_the_gpu_has_it_natively():
+    """A T4 (7.5) or V100 (7.0) reports is_bf16_supported() but emulates bf16: float32 there."""
+    from helpers.config import autocast_dtype, has_native_bf16
+
+    assert [has_native_bf16(c) for c in ((7, 0), (7, 5), (8, 0), (8, 6), (9, 0))] == [False, False, True, True, True]
+    assert autocast_dtype("cpu") is None
+
+
+def test_a_response_cut_at_its_length_limit_gets_no_eos(tiny_tokenizer):
+    """gpt2 keeps truncated samples: a pair must score them as generated, never with an EOS the model
+    did not produce (issue #12's bug 1); the flags are part of the data's fingerprint."""
+    from helpers.cache import records_fingerprint
+    from helpers.pairs import pairs_from_samples
+
+    eos = tiny_tokenizer.eos_token_id
+    records, _ = pairs_from_samples(["The movie was"], [[" great and lovely", " dull"]], [[0.9, -0.5]],
+                                    ended=[[False, True]])
+    [rec] = records
+    assert rec["chosen_ended"] is False and rec["rejected_ended"] is True
+    ex = tokenize_preference(rec, tiny_tokenizer, max_length=64, max_prompt_length=16)
+    n = len(ex["prompt_input_ids"])
+    assert ex["chosen_input_ids"][n:] == text_ids(tiny_tokenizer, " great and lovely")  # as generated
+    assert ex["rejected_input_ids"][-1] == eos
+    plain = {k: rec[k] for k in ("prompt", "chosen", "rejected")}
+    assert tokenize_preference(plain, tiny_tokenizer, 64, 16)["chosen_input_ids"][-1] == eos  # default: ended
+    assert records_fingerprint([rec]) != records_fingerprint([{**rec, "chosen_ended": True}])
+    assert records_fingerprint([plain]) == records_fingerprint([{**plain, "chosen_reward": 1.0}])
+    with pytest.raises(ValueError, match="field 'chosen_ended' must be true or false"):
+        tokenize_preferences([{**plain, "chosen_ended": "no"}], tiny_tokenizer)

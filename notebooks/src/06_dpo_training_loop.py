@@ -242,9 +242,13 @@ print(f"pairs per update: {config.batch_size} x {config.gradient_accumulation_st
 # %% [markdown]
 # ## 6. Mixed precision
 #
-# On a CUDA GPU the forward passes run under **bf16 autocast** (`helpers.config.autocast`), and the
-# log-probs are still computed in float32 (`token_logprobs` upcasts the logits before the
-# log-softmax, notebook 04 trap 7d). fp16 is never used. On a CPU everything stays float32:
+# On a CUDA GPU with native bf16 (compute capability 8.0 or newer: A100, L4, H100, RTX 30xx+) the
+# forward passes run under **bf16 autocast** (`helpers.config.autocast`), and the log-probs are
+# still computed in float32 (`token_logprobs` upcasts the logits before the log-softmax, notebook 04
+# trap 7d). A T4 (Colab's free GPU, 7.5) or V100 stays in float32: `torch.cuda.is_bf16_supported()`
+# says True there too, but its bf16 is emulated and slower than float32
+# (`helpers.config.has_native_bf16`). fp16 is not used: its logits overflow in log-softmax and it
+# needs a gradient scaler. On a CPU everything stays float32:
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -214,7 +214,8 @@ checks.check_log_softmax(log_softmax)
 # %% [markdown]
 # **Solution.**
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def log_softmax(logits):
     m = logits.max(dim=-1, keepdim=True).values
@@ -245,7 +246,8 @@ checks.check_kl_divergence(kl_divergence)
 # %% [markdown]
 # **Solution.** `torch.special.xlogy(p, p)` is $p\log p$ with $0\log 0 = 0$.
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def kl_divergence(p, q):
     return (torch.special.xlogy(p, p) - torch.special.xlogy(p, q)).sum(-1)

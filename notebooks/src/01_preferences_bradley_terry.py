@@ -109,7 +109,8 @@ checks.check_bradley_terry_prob(bradley_terry_prob)
 # %% [markdown]
 # **Solution.**
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def bradley_terry_prob(r_w, r_l):
     return torch.sigmoid(r_w - r_l)
@@ -179,7 +180,8 @@ checks.check_bt_loss(bt_loss)
 # %% [markdown]
 # **Solution.**
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def bt_loss(chosen_scores, rejected_scores):
     return -F.logsigmoid(chosen_scores - rejected_scores)

@@ -113,7 +113,8 @@ checks.check_rlhf_objective(rlhf_objective)
 # %% [markdown]
 # **Solution.**
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def rlhf_objective(pi, pi_ref, r, beta):
     expected_reward = (pi * r).sum(-1)
@@ -189,7 +190,8 @@ checks.check_optimal_policy(optimal_policy)
 # **Solution.** $\log\pi^*(y) = \log\pi_{\mathrm{ref}}(y) + r(y)/\beta - \log Z$ — a softmax of
 # $\log\pi_{\mathrm{ref}} + r/\beta$, which `torch.softmax` computes without overflow.
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def optimal_policy(pi_ref, r, beta):
     return torch.softmax(torch.log(pi_ref) + r / beta, dim=-1)

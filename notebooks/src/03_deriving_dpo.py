@@ -94,7 +94,8 @@ checks.check_reward_from_policy(reward_from_policy)
 # %% [markdown]
 # **Solution.**
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def reward_from_policy(pi_star, pi_ref, beta, log_z):
     return beta * (torch.log(pi_star) - torch.log(pi_ref)) + beta * log_z
@@ -195,7 +196,8 @@ checks.check_dpo_loss(my_dpo_loss)
 # **Solution** (the course's `helpers.losses.dpo_loss` computes the same, and also returns the
 # implicit rewards for logging).
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def my_dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
     pi_logratios = policy_chosen_logps - policy_rejected_logps

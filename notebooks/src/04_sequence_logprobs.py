@@ -171,7 +171,8 @@ checks.check_sequence_logprobs(my_sequence_logprobs)
 # **Solution** (the same lines as `helpers.logprobs.sequence_logprobs`, which the rest of the
 # course uses):
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def my_sequence_logprobs(logits, labels):
     logits = logits[:, :-1, :].float()  # (B, T-1, V): position t predicts token t+1
@@ -347,7 +348,8 @@ checks.check_response_labels(response_labels)
 # %% [markdown]
 # **Solution.**
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def response_labels(input_ids, prompt_length, length):
     positions = torch.arange(len(input_ids))

@@ -139,7 +139,8 @@ checks.check_sft_loss(sft_loss)
 # **Solution.** It equals the loss Hugging Face models compute themselves when given
 # `labels` with $-100$ on the padding (they shift internally):
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def sft_loss(logits, input_ids, attention_mask):
     targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)  # (B, T-1)
@@ -277,7 +278,8 @@ checks.check_make_pairs(make_pairs)
 # %% [markdown]
 # **Solution** (`helpers.pairs.pairs_from_samples` does the same for many prompts):
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def make_pairs(prompt, responses, rewards):
     pairs = []

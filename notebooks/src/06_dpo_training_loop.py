@@ -170,7 +170,8 @@ checks.check_dpo_batch_loss(dpo_batch_loss)
 # %% [markdown]
 # **Solution.**
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def dpo_batch_loss(policy, ref_model, batch, beta):
     policy_chosen_logps, policy_rejected_logps = concatenated_forward(policy, batch)  # (B,), (B,)
@@ -327,7 +328,8 @@ checks.check_kl_estimate(kl_estimate)
 # %% [markdown]
 # **Solution** (`helpers.evaluate.evaluate_policy` does the same):
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def kl_estimate(policy_logps, ref_logps, prompt_index):
     d = torch.as_tensor(policy_logps, dtype=torch.float64) - torch.as_tensor(ref_logps, dtype=torch.float64)

@@ -119,7 +119,8 @@ checks.check_implicit_reward(implicit_reward)
 # %% [markdown]
 # **Solution.**
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def implicit_reward(policy_logps, ref_logps, beta):
     return beta * (policy_logps - ref_logps)
@@ -241,7 +242,8 @@ checks.check_token_implicit_rewards(token_implicit_rewards)
 # %% [markdown]
 # **Solution** (`helpers.implicit.token_implicit_rewards_from_logits`):
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def token_implicit_rewards(policy_logits, ref_logits, labels, beta):
     labels = labels[:, 1:]
@@ -354,7 +356,8 @@ checks.check_bon_kl_bound(bon_kl_bound_mine)
 # %% [markdown]
 # **Solution.**
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def bon_kl_bound_mine(n):
     return math.log(n) - (n - 1) / n

@@ -41,14 +41,20 @@ class _Stop(Exception):
         self.verdict = verdict
 
 
-def _run(name: str, fn, *args) -> torch.Tensor:
-    """Call the reader's function; turn its result into a float64 tensor or stop with a verdict."""
+def _call(name: str, fn, *args, hint: str = ""):
+    """Call the reader's function and return what it returned, or stop with a verdict if it raised
+    (``hint`` is added to the message of an exception)."""
     try:
-        out = fn(*args)
+        return fn(*args)
     except NotImplementedError:
         raise _Stop(_fail(name, "not implemented yet -- replace `raise NotImplementedError` with your code.")) from None
     except Exception as exc:  # the reader's code may fail in any way; report it, do not crash the notebook
-        raise _Stop(_fail(name, f"raised {type(exc).__name__}: {exc}")) from None
+        raise _Stop(_fail(name, f"raised {type(exc).__name__}: {exc}{hint}")) from None
+
+
+def _run(name: str, fn, *args) -> torch.Tensor:
+    """Call the reader's function; turn its result into a float64 tensor or stop with a verdict."""
+    out = _call(name, fn, *args)
     if isinstance(out, tuple):  # e.g. a dpo_loss that also returns the rewards
         out = out[0]
     try:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from helpers.checks._core import (
     Verdict,
+    _call,
     _checker,
     _close,
     _compare,
@@ -78,11 +79,9 @@ def check_response_labels(fn) -> Verdict:
     for prompt_length, length, width, seed, context in cases:
         ids = _labels_case(prompt_length, length, width, eos, seed)
         try:
-            out = fn(ids.clone(), prompt_length, length)
-        except NotImplementedError:
-            return _fail(name, "not implemented yet -- replace `raise NotImplementedError` with your code.")
-        except Exception as exc:
-            return _fail(name, f"raised {type(exc).__name__}: {exc}")
+            out = _call(name, fn, ids.clone(), prompt_length, length)
+        except _Stop as stop:
+            return stop.verdict
         got = torch.as_tensor(out).long()
         pos = torch.arange(width)
         expected = torch.where((pos >= prompt_length) & (pos < length), ids, torch.full_like(ids, -100))

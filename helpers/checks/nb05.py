@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from helpers.checks._core import Verdict, _checker, _compare, _fail, _pass, _run
+from helpers.checks._core import Verdict, _call, _checker, _compare, _fail, _pass, _run, _Stop
 
 
 @_checker
@@ -52,11 +52,9 @@ def check_make_pairs(fn) -> Verdict:
     ]
     for prompt, responses, rewards, context in cases:
         try:
-            out = fn(prompt, list(responses), list(rewards))
-        except NotImplementedError:
-            return _fail(name, "not implemented yet -- replace `raise NotImplementedError` with your code.")
-        except Exception as exc:
-            return _fail(name, f"raised {type(exc).__name__}: {exc}")
+            out = _call(name, fn, prompt, list(responses), list(rewards))
+        except _Stop as stop:
+            return stop.verdict
         try:
             got = {(r["prompt"], r["chosen"], r["rejected"]) for r in out}
             n_got = len(list(out))

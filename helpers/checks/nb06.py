@@ -7,7 +7,23 @@ import math
 import torch
 import torch.nn.functional as F
 
-from helpers.checks._core import Verdict, _checker, _compare, _fail, _pair_batch, _pass, _seq_logps_variant, _tiny_lm
+from helpers.checks._core import (
+    Verdict,
+    _call,
+    _checker,
+    _compare,
+    _fail,
+    _pair_batch,
+    _pass,
+    _seq_logps_variant,
+    _Stop,
+    _tiny_lm,
+)
+
+
+def _two_numbers(out) -> tuple[float, float]:
+    first, second = (float(v) for v in out)
+    return first, second
 
 
 @_checker
@@ -20,11 +36,9 @@ def check_dpo_batch_loss(fn) -> Verdict:
     batch = _pair_batch(3)
     beta = 0.5
     try:
-        out = fn(policy, ref, {k: v.clone() for k, v in batch.items()}, beta)
-    except NotImplementedError:
-        return _fail(name, "not implemented yet -- replace `raise NotImplementedError` with your code.")
-    except Exception as exc:
-        return _fail(name, f"raised {type(exc).__name__}: {exc}")
+        out = _call(name, fn, policy, ref, {k: v.clone() for k, v in batch.items()}, beta)
+    except _Stop as stop:
+        return stop.verdict
     loss = out[0] if isinstance(out, tuple) else out
     if not torch.is_tensor(loss):
         return _fail(name, f"returned {type(loss).__name__}; return the loss as a tensor.")
@@ -84,13 +98,12 @@ def check_kl_estimate(fn) -> Verdict:
     offsets = torch.randn(5, generator=g).repeat_interleave(4) * 3
     ref_logps = -20 + torch.randn(20, generator=g)
     policy_logps = ref_logps + 1.5 + offsets + 0.3 * torch.randn(20, generator=g)
+    hint = " (return two numbers: mean, standard error)"
     try:
-        out = fn(policy_logps.clone(), ref_logps.clone(), prompt_index.clone())
-        mean, se = (float(v) for v in out)
-    except NotImplementedError:
-        return _fail(name, "not implemented yet -- replace `raise NotImplementedError` with your code.")
-    except Exception as exc:
-        return _fail(name, f"raised {type(exc).__name__}: {exc} (return two numbers: mean, standard error)")
+        out = _call(name, fn, policy_logps.clone(), ref_logps.clone(), prompt_index.clone(), hint=hint)
+        mean, se = _call(name, lambda: _two_numbers(out), hint=hint)
+    except _Stop as stop:
+        return stop.verdict
     d = (policy_logps - ref_logps).double()
     per_prompt = d.view(5, 4).mean(1)
     exp_mean, exp_se = d.mean().item(), (per_prompt.std(unbiased=True) / math.sqrt(5)).item()

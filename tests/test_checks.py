@@ -40,7 +40,7 @@ def stub(*args):
 
 ALL_CHECKERS = [checks.check_log_softmax, checks.check_kl_divergence, checks.check_bradley_terry_prob,
                 checks.check_bt_loss, checks.check_optimal_policy, checks.check_rlhf_objective,
-                checks.check_reward_from_policy, checks.check_dpo_loss]
+                checks.check_reward_from_policy, checks.check_dpo_loss, checks.check_dpo_gradient]
 
 
 @pytest.mark.parametrize("checker", ALL_CHECKERS, ids=lambda c: c.__name__)
@@ -215,3 +215,26 @@ def test_notebook_exercise_cells_stub_fails_and_solution_passes(name, cell):
         assert not verdict and "not implemented" in verdict.message
     else:
         assert verdict, f"{name}: the worked solution fails its checker: {verdict.message}"
+
+
+def test_dpo_gradient_accepts_the_derivation_and_names_each_slip():
+    def make(sign=-1.0, scale=True, weight=True, flip=False):
+        def dpo_gradient(theta, pi_ref, w, l, beta):
+            h = (theta[w] - theta[l]) - (torch.log(pi_ref[w]) - torch.log(pi_ref[l]))
+            e = torch.zeros_like(theta)
+            e[w], e[l] = 1.0, -1.0
+            g = -(beta if scale else 1.0) * (torch.sigmoid(sign * beta * h) if weight else 1.0) * e
+            return -g if flip else g
+        return dpo_gradient
+
+    assert_accepts(checks.check_dpo_gradient, make())
+    assert_rejects(checks.check_dpo_gradient, make(flip=True), "wrong sign")
+    assert_rejects(checks.check_dpo_gradient, make(scale=False), "beta is missing")
+    assert_rejects(checks.check_dpo_gradient, make(sign=1.0), "sigma(beta h) where sigma(-beta h)")
+    assert_rejects(checks.check_dpo_gradient, make(weight=False), "weight sigma(-beta h) is missing")
+
+    def with_normaliser_wrong(theta, pi_ref, w, l, beta):  # forgets that the softmax Jacobian cancels: e_w - pi
+        return make()(theta, pi_ref, w, l, beta) + 0.1 * torch.softmax(theta, -1)
+
+    assert_rejects(checks.check_dpo_gradient, with_normaliser_wrong, "wrong value")
+

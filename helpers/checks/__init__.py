@@ -18,7 +18,7 @@ from helpers.checks._core import Verdict
 from helpers.checks.nb00 import check_kl_divergence, check_log_softmax
 from helpers.checks.nb01 import check_bradley_terry_prob, check_bt_loss
 from helpers.checks.nb02 import check_optimal_policy, check_rlhf_objective
-from helpers.checks.nb03 import check_dpo_loss, check_reward_from_policy
+from helpers.checks.nb03 import check_dpo_gradient, check_dpo_loss, check_reward_from_policy
 from helpers.checks.nb04 import check_response_labels, check_sequence_logprobs
 from helpers.checks.nb05 import check_make_pairs, check_sft_loss
 from helpers.checks.nb06 import check_dpo_batch_loss, check_kl_estimate
@@ -31,6 +31,7 @@ __all__ = [
     "check_bradley_terry_prob",
     "check_bt_loss",
     "check_dpo_batch_loss",
+    "check_dpo_gradient",
     "check_dpo_loss",
     "check_gae",
     "check_implicit_reward",

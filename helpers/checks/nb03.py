@@ -75,3 +75,37 @@ def check_dpo_loss(fn) -> Verdict:
     if not _close(at_ref, _t([math.log(2.0), math.log(2.0)]), 1e-4):
         raise _Stop(_fail(name, f"at pi = pi_ref the loss must be ln 2 = 0.6931 per pair, got {at_ref.tolist()}."))
     return _pass(name, "-log sigmoid(beta * h) per pair, ln 2 at pi = pi_ref, finite at huge margins.")
+
+
+@_checker
+def check_dpo_gradient(fn) -> Verdict:
+    """Exercise (03, needs a derivation): ``dpo_gradient(theta, pi_ref, w, l, beta)`` -> (K,) the gradient of
+    one pair's DPO loss -log sigma(beta h) with respect to the logits theta of pi_theta = softmax(theta),
+    where h = log pi_theta(w)/pi_theta(l) - log pi_ref(w)/pi_ref(l). Checked against autograd."""
+    name = "dpo_gradient"
+    g = torch.Generator().manual_seed(3)
+    for k, w, l, beta in ((6, 0, 4, 0.5), (5, 3, 1, 2.0), (4, 2, 0, 0.1)):
+        theta = torch.randn(k, generator=g, dtype=torch.float64)
+        pi_ref = torch.softmax(torch.randn(k, generator=g, dtype=torch.float64), -1)
+        t = theta.clone().requires_grad_(True)
+        logp = torch.log_softmax(t, -1)
+        h = (logp[w] - logp[l]) - (torch.log(pi_ref[w]) - torch.log(pi_ref[l]))
+        (-F.logsigmoid(beta * h)).backward()
+        expected = t.grad.detach()
+        got = _run(name, fn, theta.clone(), pi_ref.clone(), w, l, beta)
+        hv = float(h.detach())
+        e = torch.zeros(k, dtype=torch.float64)
+        e[w], e[l] = 1.0, -1.0
+        wrongs = [
+            (-expected, "wrong sign: that is the step gradient descent takes (theta_w up, theta_l down); the "
+                        "gradient itself points the other way -- its w component is negative."),
+            (expected / beta, "beta is missing: d/dh of -log sigma(beta h) is -beta sigma(-beta h)."),
+            (-beta * torch.sigmoid(torch.tensor(beta * hv, dtype=torch.float64)) * e,
+             "sigma(beta h) where sigma(-beta h) belongs: d/dx log sigma(x) = sigma(-x) = 1 - sigma(x). The weight "
+             "is large when the pair is ranked *wrong* (h < 0), not when it is already right."),
+            (-beta * e, "the weight sigma(-beta h) is missing: every pair would push equally hard, however well it "
+                        "is already ranked."),
+        ]
+        _compare(name, got, expected, wrongs, f"K = {k} responses, pair ({w}, {l}), beta = {beta}", tol=1e-8)
+    return _pass(name, "-beta sigma(-beta h) (e_w - e_l): the softmax's normaliser cancels in the log-ratio, so "
+                       "only the two logits move, weighted by how wrong the pair still is.")

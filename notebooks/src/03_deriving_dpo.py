@@ -299,7 +299,41 @@ plt.show()
 # %% [markdown]
 # ## The gradient, and who gets pushed
 #
-# Differentiating the loss of one pair (with $\hat r=\beta\log\frac{\pi_\theta}{\pi_{\mathrm{ref}}}$):
+# ### Exercise 3 — derive the gradient yourself (before reading on)
+#
+# Take the toy's policy $\pi_\theta=\mathrm{softmax}(\theta)$ over the $K$ responses and **one** pair
+# $(y_w, y_l)$ given as indices `w`, `l`. Derive $\nabla_\theta$ of its loss $-\log\sigma(\beta h)$ on paper,
+# then write it with no autograd. Two facts to start from: $\frac{d}{dx}\log\sigma(x)=\sigma(-x)$, and
+# in $\log\pi_\theta(y_w)-\log\pi_\theta(y_l)$ something about the softmax simplifies. The checker compares
+# your vector with autograd's and names the usual slips.
+
+# %%
+def dpo_gradient(theta, pi_ref, w, l, beta):
+    """theta: (K,) logits of pi_theta; pi_ref: (K,); w, l: indices of the pair -> (K,) gradient of the loss."""
+    raise NotImplementedError  # derive it first; no torch.autograd here
+
+
+checks.check_dpo_gradient(dpo_gradient)
+
+# %% [markdown]
+# **Solution.** $h = (\theta_w-\theta_l) - \log\frac{\pi_{\mathrm{ref}}(y_w)}{\pi_{\mathrm{ref}}(y_l)}$: the softmax's
+# normaliser $\log\sum e^{\theta}$ appears in both log-probabilities and cancels. So
+# $\nabla_\theta h = e_w - e_l$ and $\nabla_\theta\big[-\log\sigma(\beta h)\big] = -\beta\,\sigma(-\beta h)\,(e_w - e_l)$.
+
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
+# NBVAL_CHECK_OUTPUT
+def dpo_gradient(theta, pi_ref, w, l, beta):
+    h = (theta[w] - theta[l]) - (torch.log(pi_ref[w]) - torch.log(pi_ref[l]))
+    grad = torch.zeros_like(theta)
+    grad[w], grad[l] = 1.0, -1.0
+    return -beta * torch.sigmoid(-beta * h) * grad
+
+
+checks.check_dpo_gradient(dpo_gradient)
+
+# %% [markdown]
+# In general (any parametrisation), differentiating the loss of one pair (with $\hat r=\beta\log\frac{\pi_\theta}{\pi_{\mathrm{ref}}}$):
 #
 # $$\nabla_\theta\mathcal{L}_{\mathrm{DPO}} = -\beta\;\sigma\big(\hat r(y_l)-\hat r(y_w)\big)\,\Big[\nabla_\theta\log\pi_\theta(y_w)-\nabla_\theta\log\pi_\theta(y_l)\Big].$$
 #

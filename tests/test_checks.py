@@ -40,7 +40,8 @@ def stub(*args):
 
 ALL_CHECKERS = [checks.check_log_softmax, checks.check_kl_divergence, checks.check_bradley_terry_prob,
                 checks.check_bt_loss, checks.check_optimal_policy, checks.check_rlhf_objective,
-                checks.check_reward_from_policy, checks.check_dpo_loss, checks.check_dpo_gradient]
+                checks.check_reward_from_policy, checks.check_dpo_loss, checks.check_dpo_gradient,
+                checks.check_beta_limits]
 
 
 @pytest.mark.parametrize("checker", ALL_CHECKERS, ids=lambda c: c.__name__)
@@ -237,4 +238,18 @@ def test_dpo_gradient_accepts_the_derivation_and_names_each_slip():
         return make()(theta, pi_ref, w, l, beta) + 0.1 * torch.softmax(theta, -1)
 
     assert_rejects(checks.check_dpo_gradient, with_normaliser_wrong, "wrong value")
+
+
+def test_beta_limits_needs_the_tie_case():
+    def restricted(p, r):
+        best = torch.where(r == r.max(), p, torch.zeros_like(p))
+        return best / best.sum()
+
+    assert_accepts(checks.check_beta_limits, lambda p, r: (restricted(p, r), p.clone()))
+    assert_rejects(checks.check_beta_limits, lambda p, r: (p, restricted(p, r)), "swapped")
+    assert_rejects(checks.check_beta_limits, lambda p, r: (p, p), "does not stay at pi_ref")
+    assert_rejects(checks.check_beta_limits, lambda p, r: (F.one_hot(r.argmax(), len(r)).double(), p), "not one response")
+    assert_rejects(checks.check_beta_limits, lambda p, r: ((r == r.max()).double() / (r == r.max()).sum(), p),
+                   "restricted to the tied responses")
+    assert_rejects(checks.check_beta_limits, lambda p, r: p, "return two distributions")
 

@@ -17,7 +17,7 @@ imported here, so notebooks call ``checks.check_xxx(fn)``. A new checker goes in
 from helpers.checks._core import Verdict
 from helpers.checks.nb00 import check_kl_divergence, check_log_softmax
 from helpers.checks.nb01 import check_bradley_terry_prob, check_bt_loss
-from helpers.checks.nb02 import check_optimal_policy, check_rlhf_objective
+from helpers.checks.nb02 import check_beta_limits, check_optimal_policy, check_rlhf_objective
 from helpers.checks.nb03 import check_dpo_gradient, check_dpo_loss, check_reward_from_policy
 from helpers.checks.nb04 import check_response_labels, check_sequence_logprobs
 from helpers.checks.nb05 import check_make_pairs, check_sft_loss
@@ -27,6 +27,7 @@ from helpers.checks.nb08 import check_gae, check_rloo_advantages
 
 __all__ = [
     "Verdict",
+    "check_beta_limits",
     "check_bon_kl_bound",
     "check_bradley_terry_prob",
     "check_bt_loss",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from helpers import toy
-from helpers.checks._core import Verdict, _checker, _compare, _fail, _pass, _run, _Stop, _t
+from helpers.checks._core import Verdict, _call, _checker, _compare, _fail, _pass, _run, _Stop, _t
 
 
 @_checker
@@ -66,3 +66,42 @@ def check_rlhf_objective(fn) -> Verdict:
         ]
         _compare(name, got, expected, wrongs, context)
     return _pass(name, "sum_y pi(y) r(y) - beta * sum_y pi(y) log(pi(y) / pi_ref(y)).")
+
+
+@_checker
+def check_beta_limits(fn) -> Verdict:
+    """Exercise (02, needs thought): ``beta_limits(pi_ref, r)`` -> (pi* as beta -> 0, pi* as beta -> infinity),
+    two (K,) distributions. With several responses sharing the top reward, the beta -> 0 limit keeps
+    pi_ref's proportions among them."""
+    name = "beta_limits"
+    cases = [(_t([0.05, 0.20, 0.30, 0.25, 0.15, 0.05]), _t([2.0, 1.0, 0.3, -0.4, -1.0, -2.0]), "the toy world"),
+             (_t([0.1, 0.4, 0.2, 0.3]), _t([1.0, 0.0, 1.0, -1.0]), "two responses tie for the top reward")]
+    for pi_ref, r, context in cases:
+        try:
+            out = _call(name, fn, pi_ref.clone(), r.clone())
+            small, large = (torch.as_tensor(x, dtype=torch.float64) for x in out)
+        except _Stop:
+            raise
+        except Exception:
+            raise _Stop(_fail(name, "return two distributions: (the beta -> 0 limit, the beta -> infinity limit).")) from None
+        top = r == r.max()
+        expected_small = torch.where(top, pi_ref, torch.zeros_like(pi_ref))
+        expected_small = expected_small / expected_small.sum()
+        uniform_top = top.double() / top.sum()
+        onehot = torch.zeros_like(pi_ref)
+        onehot[int(r.argmax())] = 1.0
+        pair = torch.stack([small, large]) if small.shape == large.shape else small
+        wrongs = [
+            (torch.stack([pi_ref, expected_small]), "the two limits are swapped: a *large* beta makes the KL penalty "
+                                                    "dominate (pi* -> pi_ref); a small beta lets the reward win."),
+            (torch.stack([uniform_top, pi_ref]), "with tied top rewards, pi* -> pi_ref restricted to the tied responses "
+                                                 "and renormalised: exp(r/beta) is the same for them, pi_ref still weighs them."),
+            (torch.stack([onehot, pi_ref]), "with tied top rewards the limit is not one response: exp(r/beta) treats "
+                                            "the tied ones alike, so pi_ref's proportions among them survive."),
+            (torch.stack([pi_ref, pi_ref]), "as beta -> 0 pi* does not stay at pi_ref: exp(r / beta) grows fastest for "
+                                            "the highest reward and swamps every other response."),
+            (torch.stack([expected_small, torch.full_like(pi_ref, 1 / len(pi_ref))]),
+             "as beta -> infinity the penalty keeps pi* at pi_ref, not at the uniform distribution."),
+        ]
+        _compare(name, pair, torch.stack([expected_small, pi_ref]), wrongs, context)
+    return _pass(name, "beta -> 0: pi_ref restricted to the best responses; beta -> infinity: pi_ref itself.")

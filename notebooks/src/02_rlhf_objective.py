@@ -240,7 +240,38 @@ for b in (0.3, 1.0, 3.0, 10.0):
 # %% [markdown]
 # ## What $\beta$ does
 #
-# $\pi^* \propto \pi_{\mathrm{ref}}\,e^{r/\beta}$ has two limits:
+# ### Exercise 3 — predict the limits before you look
+#
+# Where does $\pi^* \propto \pi_{\mathrm{ref}}\,e^{r/\beta}$ go as $\beta\to 0$, and as $\beta\to\infty$? Reason it
+# out from the formula, then write `beta_limits(pi_ref, r)` returning the two limiting
+# distributions, without calling `optimal_policy`. Think about what happens when **two responses
+# tie** for the highest reward — the checker tries that case.
+
+# %%
+def beta_limits(pi_ref, r):
+    """(K,) pi_ref and (K,) rewards -> (limit as beta -> 0, limit as beta -> infinity), each (K,)."""
+    raise NotImplementedError
+
+
+checks.check_beta_limits(beta_limits)
+
+# %% [markdown]
+# **Solution.** Divide numerator and denominator by $e^{r_{\max}/\beta}$: every response below the top
+# gets a factor $e^{-(r_{\max}-r)/\beta}\to 0$, the tied top ones keep factor 1, so $\pi^*$ tends to
+# $\pi_{\mathrm{ref}}$ restricted to the best responses and renormalised. As $\beta\to\infty$, $e^{r/\beta}\to 1$.
+
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
+# NBVAL_CHECK_OUTPUT
+def beta_limits(pi_ref, r):
+    best = torch.where(r == r.max(), pi_ref, torch.zeros_like(pi_ref))
+    return best / best.sum(), pi_ref.clone()
+
+
+checks.check_beta_limits(beta_limits)
+
+# %% [markdown]
+# So $\pi^*$ has two limits:
 #
 # * **large $\beta$** — $e^{r/\beta}\to 1$: the KL penalty dominates and $\pi^*\to\pi_{\mathrm{ref}}$;
 # * **small $\beta$** — the response with the largest reward dominates: $\pi^*\to$ the argmax of $r$.

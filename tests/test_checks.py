@@ -126,7 +126,7 @@ def test_optimal_policy():
 
 def test_rlhf_objective():
     assert_accepts(checks.check_rlhf_objective, toy.rlhf_objective)
-    mine = lambda pi, ref, r, b: (pi * r).sum() - b * (pi * torch.log(pi / ref)).sum()
+    mine = lambda pi, ref, r, b: (pi * r).sum(-1) - b * (pi * torch.log(pi / ref)).sum(-1)  # noqa: E731
     assert_accepts(checks.check_rlhf_objective, mine)
     assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() + b * (pi * torch.log(pi / ref)).sum(), "sign")
     assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() - (pi * torch.log(pi / ref)).sum(), "beta is missing")
@@ -134,6 +134,9 @@ def test_rlhf_objective():
     assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() - b * (ref * torch.log(ref / pi)).sum(), "reversed")
     assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).mean() - b * (pi * torch.log(pi / ref)).sum(), "not a mean")
     assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() - b * (pi * torch.log(pi / ref)).mean(), "sum over responses")
+    # right on one policy, wrong on a batch: the (N, K) call the notebook makes later
+    assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() - b * (pi * torch.log(pi / ref)).sum(),
+                   "one objective per row")
     assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: r.mean() - b * (pi * torch.log(pi / ref)).sum(), "weight each reward")
 
 

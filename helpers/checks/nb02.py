@@ -65,7 +65,14 @@ def check_rlhf_objective(fn) -> Verdict:
             (world.r.mean() - beta * kl, "E_pi[r] must weight each reward by pi(y): sum_y pi(y) r(y)."),
         ]
         _compare(name, got, expected, wrongs, context)
-    return _pass(name, "sum_y pi(y) r(y) - beta * sum_y pi(y) log(pi(y) / pi_ref(y)).")
+    # the notebook then calls it on a batch of policies, (N, K): one objective per row
+    batch = torch.stack([pi_a, pi_b, world.pi_ref])  # (3, K)
+    got = _run(name, fn, batch.clone(), world.pi_ref.clone(), world.r.clone(), 1.0)
+    expected = torch.stack([toy.expected_reward(p, world.r) - toy.kl_divergence(p, world.pi_ref) for p in batch])
+    wrongs = [(expected.sum(), "on a batch of policies (N, K) return one objective per row, shape (N,): sum over "
+                               "the last dimension (dim=-1), not over everything.")]
+    _compare(name, got, expected, wrongs, "a batch of 3 policies, shape (3, 6), beta = 1")
+    return _pass(name, "sum_y pi(y) r(y) - beta * sum_y pi(y) log(pi(y) / pi_ref(y)), one per policy.")
 
 
 @_checker

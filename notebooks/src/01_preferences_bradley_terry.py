@@ -170,7 +170,7 @@ for i, j in [(0, 1), (1, 4), (2, 3)]:
 
 # %%
 def bt_loss(chosen_scores, rejected_scores):
-    # YOUR CODE HERE: -log sigmoid(s_w - s_l), per pair
+    # YOUR CODE HERE: one loss per pair, shape (B,)
     raise NotImplementedError
 
 

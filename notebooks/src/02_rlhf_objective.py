@@ -97,13 +97,14 @@ print(f"sum pi_ref = {world.pi_ref.sum().item():.4f}")
 # %% [markdown]
 # ### Exercise 1 — the objective
 #
-# Implement `rlhf_objective(pi, pi_ref, r, beta)` for probability vectors `pi`, `pi_ref` and rewards
-# `r` (tensors of shape `(K,)`), returning one number. Run the checker: it tells you what is wrong in
+# Implement `rlhf_objective(pi, pi_ref, r, beta)` for a policy `pi` of shape `(K,)` -- or a batch of
+# policies `(N, K)`, one per row, as used further down -- with `pi_ref` and rewards `r` of shape `(K,)`,
+# returning one number per policy (shape `()` or `(N,)`). Run the checker: it tells you what is wrong in
 # plain words. (The notebook keeps running with the stub; the solution follows.)
 
 # %%
 def rlhf_objective(pi, pi_ref, r, beta):
-    # YOUR CODE HERE: expected reward minus beta times KL(pi || pi_ref)
+    # YOUR CODE HERE
     raise NotImplementedError
 
 
@@ -179,7 +180,7 @@ print(f"J(pi*) = {rlhf_objective(pi_star, world.pi_ref, world.r, beta).item():.4
 
 # %%
 def optimal_policy(pi_ref, r, beta):
-    # YOUR CODE HERE: pi_ref * exp(r / beta), normalised
+    # YOUR CODE HERE: a (K,) distribution; stay finite for beta = 0.001
     raise NotImplementedError
 
 

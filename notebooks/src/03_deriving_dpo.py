@@ -84,7 +84,7 @@ beta = 1.0
 
 # %%
 def reward_from_policy(pi_star, pi_ref, beta, log_z):
-    # YOUR CODE HERE: beta * log(pi_star / pi_ref) + beta * log Z
+    # YOUR CODE HERE: invert pi* = pi_ref exp(r / beta) / Z for r, shape (K,)
     raise NotImplementedError
 
 
@@ -185,7 +185,7 @@ for name, r_shifted in [("r + f(x)   ", r_x + f_x), ("r + g(x, y)", r_x + g_xy)]
 
 # %%
 def my_dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
-    # YOUR CODE HERE: -log sigmoid(beta * h), one value per pair
+    # YOUR CODE HERE: one loss per pair, shape (B,); margins of +-445 must stay finite
     raise NotImplementedError
 
 

@@ -160,7 +160,7 @@ for t in range(len(input_ids) - 1):
 
 # %%
 def my_sequence_logprobs(logits, labels):
-    # YOUR CODE HERE: shift, log_softmax in float32, gather, mask the -100 labels, sum over tokens
+    # YOUR CODE HERE: (B, T, V) logits and (B, T) labels -> (B,) log-probs of the labelled tokens
     raise NotImplementedError
 
 

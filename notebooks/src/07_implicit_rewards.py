@@ -232,7 +232,7 @@ print(f"ranking accuracy on the held-out pairs with the larger true-reward gaps:
 
 # %%
 def token_implicit_rewards(policy_logits, ref_logits, labels, beta):
-    # YOUR CODE HERE: shift, log-softmax both, gather, difference, times beta, mask
+    # YOUR CODE HERE: (B, T-1) rewards, zero where a token is not scored
     raise NotImplementedError
 
 

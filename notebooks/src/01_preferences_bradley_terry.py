@@ -228,6 +228,31 @@ for c in (-3.0, 0.0, 42.0):
     print(f"shift every score by {c:+5.1f}: NLL = {bt_loss(s[chosen] + c, s[rejected] + c).mean().item():.4f}")
 
 # %% [markdown]
+# ### Two things the comparisons cannot tell you
+#
+# **The zero.** The toy's rewards happen to average almost 0, so the shift above is hard to see.
+# Give them a mean of 3: the same raters (the same comparisons, since only differences matter) and
+# the same fit return the same scores -- now visibly 3 below the truth, for every response.
+#
+# **The scale, when labels are certain.** If the better response *always* wins -- as in the text
+# pairs below, where the review with the higher sentiment score is always chosen -- the likelihood
+# keeps rising as the scores spread apart: the maximum-likelihood scale is infinite, and where a fit
+# stops is set by the optimiser, not by the data. Only the order is learned.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+chosen_3, rejected_3 = toy.sample_preferences(r + 3.0, 20_000, seed=0)
+s_3 = toy.fit_bt_rewards(chosen_3, rejected_3, len(r))
+print("true r + 3   :", rounded(r + 3.0))
+print("fitted s     :", rounded(s_3))
+print("s - (r + 3)  :", rounded(s_3 - (r + 3.0)))
+c_det, l_det = toy.deterministic_preferences(r)  # every pair, the better response always wins
+for steps in (10, 30, 100):
+    s_det = toy.fit_bt_rewards(c_det, l_det, len(r), steps=steps)
+    print(f"certain labels, {steps:3d} L-BFGS steps: spread max - min = {(s_det.max() - s_det.min()).item():6.1f}, "
+          f"order right: {bool((s_det.argsort() == r.argsort()).all())}")
+
+# %% [markdown]
 # Keep this in mind: it is why, in notebook 03, the partition function $Z(x)$ — an additive
 # constant per prompt in the reward — disappears from the DPO loss.
 

@@ -365,8 +365,11 @@ for text, score in zip(mine, rm.score_texts(reward_model, tokenizer, mine).tolis
     print(f"{score:+6.2f}  {text}")
 
 # %% [markdown]
-# Remember the constant: the scores' zero is arbitrary (only differences were trained), so one
-# score above means nothing alone — only "this review scores higher than that one".
+# Remember the zero and the scale: the scores' zero is arbitrary (only differences were trained),
+# and so is their spread (the labels were certain -- the higher sentiment score always won -- so the
+# fit could always gain by spreading further, as the toy showed). One score above means nothing
+# alone — only "this review scores higher than that one". Notebook 08 normalises its reward model
+# to mean 0 and standard deviation 1 on SFT samples for exactly this reason.
 #
 # This is the first half of RLHF: a reward model learned from comparisons. Notebook 08 trains
 # RLHF's reward model the same way, on the very preference pairs DPO learns from (so the two methods

@@ -25,7 +25,7 @@ import torch
 from conftest import build_tiny_gpt2, build_tiny_pairs, build_tiny_tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_train_dpo_script import SCRIPT, launch
+from test_train_dpo_script import SCRIPT, launch, make_script_world
 
 from helpers.data import load_preference_file, text_ids, tokenize_preference, tokenize_preferences
 from helpers.rlhf import RLHFConfig
@@ -267,16 +267,10 @@ def test_helpers_resume_refuses_other_pairs_of_the_same_size(tmp_path, tiny_toke
 @pytest.fixture(scope="module")
 def script_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("fault_world")
-    tokenizer = build_tiny_tokenizer(root / "tokenizer")
-    build_tiny_gpt2(tokenizer, seed=0).save_pretrained(str(root / "model"))
-    with open(root / "pairs.jsonl", "w") as f:
-        for record in build_tiny_pairs(4):
-            f.write(json.dumps(record) + "\n")
+    world = make_script_world(root)
     with open(root / "swapped.jsonl", "w") as f:  # same size, other data
         for r in build_tiny_pairs(4):
             f.write(json.dumps({**r, "chosen": r["rejected"], "rejected": r["chosen"]}) + "\n")
-    world = {"root": root, "tokenizer": str(root / "tokenizer"), "model": str(root / "model"),
-             "data": str(root / "pairs.jsonl")}
     full = root / "full"
     code, _, output = launch(world, full, 1, 4)
     assert code == 0, output[-3000:]

@@ -57,9 +57,8 @@ def launch(world: dict, out: Path, processes: int, batch_size: int, *extra: str)
     return proc.returncode, time.perf_counter() - start, proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("script_world")
+def make_script_world(root: Path) -> dict:
+    """A tiny tokenizer, a tiny GPT-2 and 32 pairs (pairs.jsonl) saved in ``root``, as the script reads them."""
     tokenizer = build_tiny_tokenizer(root / "tokenizer")
     build_tiny_gpt2(tokenizer, seed=0).save_pretrained(str(root / "model"))
     with open(root / "pairs.jsonl", "w") as f:
@@ -67,6 +66,11 @@ def world(tmp_path_factory):
             f.write(json.dumps(record) + "\n")
     return {"root": root, "tokenizer": str(root / "tokenizer"), "model": str(root / "model"),
             "data": str(root / "pairs.jsonl"), "tokenizer_obj": tokenizer}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_script_world(tmp_path_factory.mktemp("script_world"))
 
 
 @pytest.fixture(scope="module")

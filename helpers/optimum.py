@@ -124,3 +124,31 @@ def reward_at_kl(points: list[dict], kl: float, base: dict | None = None) -> tup
     reward = np.interp(kl, kls, [q["reward_mean"] for q in pts])
     se = np.interp(kl, kls, [q.get("reward_se", 0.0) for q in pts])
     return float(reward), float(se)
+
+
+def fraction_of_optimum_bound(frontier: list[dict], kl: float, reward: float) -> tuple[float, bool]:
+    """The fraction of the optimum's gain, or -- past the estimate's reach -- an upper bound on it.
+
+    pi*'s reward only grows with KL, so for a point beyond the last reliable frontier point its
+    fraction at equal KL is at most its fraction against that last point.
+
+    Returns:
+        (fraction, exact): ``exact`` is False when the value is an upper bound ("<= value").
+    """
+    exact = fraction_of_optimum(frontier, kl, reward)
+    if not np.isnan(exact):
+        return exact, True
+    pts = [q for q in frontier if q["reliable"]]
+    last = max(pts, key=lambda q: q["kl_mean"])
+    base = next(q["reward_mean"] for q in frontier if q["kl_mean"] == 0.0)
+    if kl < last["kl_mean"] or last["reward_mean"] <= base:
+        return float("nan"), True
+    return float((reward - base) / (last["reward_mean"] - base)), False
+
+
+def format_fraction(frontier: list[dict], kl: float, reward: float, spec: str = ".2f") -> str:
+    """``fraction_of_optimum_bound`` as text: "0.29", or "<=0.55" past the estimate's reach."""
+    value, exact = fraction_of_optimum_bound(frontier, kl, reward)
+    if np.isnan(value):
+        return "-"
+    return format(value, spec) if exact else "<=" + format(value, spec)

@@ -91,3 +91,18 @@ def test_reward_at_kl_interpolates_a_methods_curve_and_never_extrapolates():
     assert reward_at_kl(runs, 1.0, base=sft) == pytest.approx((0.2, 0.02))
     assert all(np.isnan(reward_at_kl(runs, 1.0)))  # below its first run and no base given
     assert all(np.isnan(reward_at_kl(runs, 5.0, base=sft)))
+
+
+def test_beyond_the_reach_the_fraction_is_an_upper_bound():
+    from helpers.optimum import format_fraction, fraction_of_optimum_bound
+
+    front = optimum_frontier(toy_rewards(100, 64, seed=4), [0.01, 0.5, 1.0, 2.0])
+    reach = max((q for q in front if q["reliable"]), key=lambda q: q["kl_mean"])
+    base = front[0]["reward_mean"]
+    inside, exact = fraction_of_optimum_bound(front, reach["kl_mean"] / 2, base + 0.1)
+    assert exact and inside == pytest.approx(fraction_of_optimum(front, reach["kl_mean"] / 2, base + 0.1))
+    far = reach["kl_mean"] + 5.0
+    bound, exact = fraction_of_optimum_bound(front, far, reach["reward_mean"])
+    assert not exact and bound == pytest.approx(1.0)  # as good as the last reliable point: at most 1
+    assert format_fraction(front, far, base + 0.5 * (reach["reward_mean"] - base)) == "<=0.50"
+    assert format_fraction(front, reach["kl_mean"], reach["reward_mean"]) == "1.00"

@@ -80,7 +80,7 @@ from helpers.implicit import (
     token_implicit_rewards_from_logits,
     token_reward_table,
 )
-from helpers.optimum import fraction_of_optimum
+from helpers.optimum import format_fraction, fraction_of_optimum
 from helpers.pairs import get_preference_pairs
 from helpers.profiles import dpo_sizes
 from helpers.runs import best_of_n_curve, beta_sweep, load_or_train_dpo, make_dpo_config, optimum_curve, split_pairs
@@ -402,14 +402,14 @@ for r in sweep:
     r["of_optimum"] = fraction_of_optimum(optimum, r["kl_mean"], r["reward_mean"])
     print(f"{'DPO b=' + format(r['beta'], 'g'):>12} {r['reward_mean']:+8.3f} ± {r['reward_se']:.3f} "
           f"{r['kl_mean']:7.2f} ± {r['kl_se']:.2f} {r['length_mean']:7.1f} {r['eos_rate']:5.2f} "
-          f"{r['final_accuracy']:8.2f} {r['of_optimum']:7.2f}")
+          f"{r['final_accuracy']:8.2f} {format_fraction(optimum, r['kl_mean'], r['reward_mean']):>7s}")
 for r in bon:  # at its KL *bound*: the fraction is a lower bound for best-of-N
     r["of_optimum"] = fraction_of_optimum(optimum, r["kl_bound"], r["reward_mean"]) if r["n"] > 1 else float("nan")
     print(f"{'best-of-' + str(r['n']):>12} {r['reward_mean']:+8.3f} ± {r['reward_se']:.3f} "
-          f"{'<= ' + format(r['kl_bound'], '.2f'):>14} {'':23s} {r['of_optimum']:7.2f}")
+          f"{'<= ' + format(r['kl_bound'], '.2f'):>14} {'':23s} {format_fraction(optimum, r['kl_bound'], r['reward_mean']) if r['n'] > 1 else '-':>7s}")
 reach = max(q["kl_mean"] for q in optimum if q["reliable"])
-print(f"'of pi*': the fraction of the optimum's reward gain over SFT at the same KL (nan: beyond the estimate's "
-      f"reliable\nreach, {reach:.2f} nats here; for best-of-N, at its KL bound, a lower bound)")
+print(f"'of pi*': the fraction of the optimum's reward gain over SFT at the same KL ('<=': past the estimate's reliable\n"
+      f"reach, {reach:.2f} nats here, only an upper bound is known; for best-of-N, at its KL bound, a lower bound)")
 
 # %% [markdown]
 # How to read it: a method is better when its points lie higher at the same KL, and the grey curve

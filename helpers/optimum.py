@@ -130,7 +130,8 @@ def fraction_of_optimum_bound(frontier: list[dict], kl: float, reward: float) ->
     """The fraction of the optimum's gain, or -- past the estimate's reach -- an upper bound on it.
 
     pi*'s reward only grows with KL, so for a point beyond the last reliable frontier point its
-    fraction at equal KL is at most its fraction against that last point.
+    fraction at equal KL is at most its fraction against that last point -- and never more than 1,
+    since no policy beats pi* at pi*'s own KL.
 
     Returns:
         (fraction, exact): ``exact`` is False when the value is an upper bound ("<= value").
@@ -143,7 +144,7 @@ def fraction_of_optimum_bound(frontier: list[dict], kl: float, reward: float) ->
     base = next(q["reward_mean"] for q in frontier if q["kl_mean"] == 0.0)
     if kl < last["kl_mean"] or last["reward_mean"] <= base:
         return float("nan"), True
-    return float((reward - base) / (last["reward_mean"] - base)), False
+    return float(min(1.0, (reward - base) / (last["reward_mean"] - base))), False
 
 
 def format_fraction(frontier: list[dict], kl: float, reward: float, spec: str = ".2f") -> str:

@@ -13,7 +13,7 @@ Every run is a ``helpers.cache`` artifact keyed by the world, its config and its
 interrupted run of this script resumes where it stopped. The result, with the world's fingerprint,
 goes to ``data/dpo_diagnosis.json``; notebook 08 shows it (and refuses one of another world).
 
-    python scripts/diagnose_dpo.py            # ~20 min on 2 CPU cores
+    python scripts/diagnose_dpo.py            # ~30 min on 2 CPU cores (27 measured)
     python scripts/diagnose_dpo.py --quick    # a smoke run (minutes), written to /tmp
 """
 

@@ -66,7 +66,7 @@ def test_notebook_is_committed_executed_with_checked_cells(path):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code), f"{path.name} has unexecuted cells"
     assert not any(o.get("output_type") == "error" for c in code for o in c.outputs), f"{path.name} has an error output"
-    checked = [c for c in code if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    checked = [c for c in code if "# NBVAL_CHECK_OUTPUT" in c.source.splitlines()[:2]]
     assert checked, f"{path.name} has no # NBVAL_CHECK_OUTPUT cell"
     assert all(c.outputs for c in checked), f"{path.name}: a checked cell has no output to compare"
 
@@ -228,3 +228,20 @@ def test_sync_keeps_outputs_and_cell_ids(tmp_path):
     assert [c.get("id") for c in after.cells] == [c.get("id") for c in before.cells]
     assert [c.get("outputs") for c in after.cells] == [c.get("outputs") for c in before.cells]
     assert any(c.get("outputs") for c in after.cells), "the copied notebook had outputs to keep"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_solutions_are_hidden_in_jupyterlab_and_colab(path):
+    """Every exercise's solution (the code cell after a "**Solution" Markdown cell) is collapsed in
+    JupyterLab (``jupyter.source_hidden``) and a form in Colab (``cellView: form`` + ``# @title``), so a
+    reader sees the exercise before its answer; and every notebook has at least two."""
+    nb = nbformat.read(path, as_version=4)
+    solutions = [nb.cells[i + 1] for i, c in enumerate(nb.cells[:-1])
+                 if c.cell_type == "markdown" and c.source.startswith("**Solution")]
+    assert len(solutions) >= 2, f"{path.name}: {len(solutions)} solutions"
+    for cell in solutions:
+        assert cell.cell_type == "code"
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, cell.source[:80]
+        assert cell.metadata.get("cellView") == "form", cell.source[:80]
+        assert cell.source.startswith("# @title Solution"), cell.source[:80]
+

@@ -106,3 +106,4 @@ def test_beyond_the_reach_the_fraction_is_an_upper_bound():
     assert not exact and bound == pytest.approx(1.0)  # as good as the last reliable point: at most 1
     assert format_fraction(front, far, base + 0.5 * (reach["reward_mean"] - base)) == "<=0.50"
     assert format_fraction(front, reach["kl_mean"], reach["reward_mean"]) == "1.00"
+    assert fraction_of_optimum_bound(front, far, reach["reward_mean"] + 1.0) == (1.0, False)  # never above 1

@@ -452,21 +452,33 @@ for name, r in results.items():
 
 # %% [markdown]
 # Read the other columns too: reward is not the only thing that moved. How far the policy moves is
-# set by $\beta$ *and* by how hard it is optimised. The same run ($\beta = 0.1$, 120 steps) at four
-# learning rates, measured when this notebook was written (160 held-out prompts × 4 samples; SFT:
-# reward +0.075 ± 0.025):
-#
-# | lr | held-out reward | KL (nats) | mean length | EOS rate |
-# |---|---|---|---|---|
-# | 1e-4 (this notebook) | +0.244 ± 0.024 | 2.1 | 11.2 | 1.00 |
-# | 1.5e-4 | +0.380 ± 0.023 | 17.1 | 19.4 | 0.81 |
-# | 2e-4 | +0.464 ± 0.022 | 24.2 | 23.5 | 0.66 |
-# | 3e-4 | +0.613 ± 0.020 | 42.8 | 28.7 | 0.46 |
-#
-# Pushed harder, the policy earns more reward by writing **longer responses that stop ending**: more
-# words, more chances for the positive words VADER counts. Higher reward, worse reviews — the
-# ground-truth reward is a proxy, and DPO optimises the proxy. The KL column is the warning sign.
-# (Try it: `make_dpo_config(world, lr=3e-4)`.)
+# set by $\beta$ *and* by how hard it is optimised. `scripts/diagnose_dpo.py` reran this very run
+# (same pairs, same 120 steps) at other learning rates and evaluated each on 100 held-out prompts x
+# 4 samples; its saved results (`data/dpo_diagnosis.json`, made on this world -- checked below):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import json
+
+from helpers.config import DATA_DIR
+from helpers.world import tiny_world, world_fingerprint
+
+diagnosis = json.loads((DATA_DIR / "dpo_diagnosis.json").read_text())
+if diagnosis["world_fingerprint"] != world_fingerprint(tiny_world()):
+    raise RuntimeError("data/dpo_diagnosis.json was made on another world: python scripts/diagnose_dpo.py rebuilds it")
+by_lr = sorted([r for r in diagnosis["rows"] if r["group"] in ("today", "optimisation") and r["label"].startswith(("lr", "notebook"))],
+               key=lambda r: r["lr"])
+print(f"{'lr':>8} {'reward':>15} {'KL (nats)':>10} {'length':>7} {'EOS':>5} {'of pi*':>7}  (tiny world)")
+for r in by_lr:
+    frac = "-" if r["of_optimum"] != r["of_optimum"] else f"{r['of_optimum']:.2f}"
+    print(f"{r['lr']:8g} {r['reward_mean']:+.3f} ± {r['reward_se']:.3f} {r['kl_mean']:10.2f} {r['length_mean']:7.1f} "
+          f"{r['eos_rate']:5.2f} {frac:>7}")
+
+# %% [markdown]
+# Pushed harder, the policy moves further from $\pi_{\mathrm{ref}}$ (the KL column) -- and the question
+# is what it buys: more reward, or only more length? The length and EOS columns say which, and the
+# ground-truth reward is only a proxy: DPO optimises the proxy. Notebook 08 shows every variant
+# that was tried, against the optimum.
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -70,6 +70,7 @@ print("helpers", helpers.__version__, "from", root)
 # %%
 # NBVAL_IGNORE_OUTPUT
 import json
+import math
 import time
 
 import matplotlib.pyplot as plt
@@ -78,7 +79,8 @@ import torch
 
 from helpers import checks, rlhf, toy, viz
 from helpers.config import DATA_DIR, get_device, seed_everything
-from helpers.optimum import fraction_of_optimum, optimum_reward_at, reward_at_kl
+from helpers.optimum import format_fraction as ffrac
+from helpers.optimum import fraction_of_optimum, fraction_of_optimum_bound, optimum_reward_at, reward_at_kl
 from helpers.profiles import RLHF_SIZES, sizes
 from helpers.reward_model import load_or_train_pair_reward_model
 from helpers.world import get_prompts, get_reward_fn, get_world, load_sft_model, load_tokenizer
@@ -174,9 +176,10 @@ print(checks.check_gae(gae))
 
 
 # %% [markdown]
-# The worked solution (what `helpers.rlhf.compute_gae` does for a padded batch of responses):
+# **Solution** (what `helpers.rlhf.compute_gae` does for a padded batch of responses):
 
-# %%
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
     T = rewards.shape[0]
@@ -252,7 +255,11 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
 print(checks.check_rloo_advantages(rloo_advantages))
 
 
-# %%
+# %% [markdown]
+# **Solution.**
+
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
 # NBVAL_CHECK_OUTPUT
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     k = rewards.shape[1]
@@ -383,11 +390,11 @@ optimum = frontier["optimum"]
 for r in runs:
     r["of_optimum"] = fraction_of_optimum(optimum, r["kl_mean"], r["reward_mean"])
     print(f"{r['method']:8s} {r['beta']:5g}  {r['reward_mean']:7.3f} +- {r['reward_se']:.3f}  "
-          f"{r['kl_mean']:7.2f} +- {r['kl_se']:.2f}   {r['of_optimum']:5.2f} of pi*")
+          f"{r['kl_mean']:7.2f} +- {r['kl_se']:.2f}   {ffrac(optimum, r['kl_mean'], r['reward_mean']):>6s} of pi*")
 for b in bon:
     b["of_optimum"] = fraction_of_optimum(optimum, b["kl_bound"], b["reward_mean"]) if b["N"] > 1 else float("nan")
     print(f"{b['method']:22s} N={b['N']:<2d} {b['reward_mean']:7.3f} +- {b['reward_se']:.3f}  KL <= {b['kl_bound']:.2f}"
-          f"   {b['of_optimum']:5.2f} of pi* (at the bound)")
+          f"   {ffrac(optimum, b['kl_bound'], b['reward_mean']) if b['N'] > 1 else '-':>6s} of pi* (at the bound)")
 print(f"\nthe optimum pi* ({optimum[0]['n_samples']} SFT samples x {optimum[0]['n_prompts']} prompts):")
 for q in optimum:
     print(f"  beta {q['beta']:5g}  {q['reward_mean']:7.3f} +- {q['reward_se']:.3f}  {q['kl_mean']:7.2f} +- {q['kl_se']:.2f}"
@@ -433,6 +440,22 @@ print(f"(PPO and RLOO also need the reward model, itself trained on the {pair_sa
 print("best-of-N: no training; SFT + reward model in memory; N samples + N scores per prompt at inference")
 
 # %% [markdown]
+# The course's map again (notebook 00), with what this sweep measured on each road:
+
+# %%
+def mean_of(method, key):
+    return float(np.mean([r[key] for r in runs if r["method"] == method]))
+
+
+viz.plot_pipelines({
+    "sample pairs": f"{pair_samples} SFT samples, once",
+    "reward model": f"trained in {rm_info.get('train_s', float('nan')):.0f} s",
+    "PPO": f"{held['PPO']}\n{mean_of('PPO', 'samples'):.0f} samples in the loop, {mean_of('PPO', 'wall_s'):.0f} s",
+    "DPO": f"{held['DPO']}\nno sampling in the loop, {mean_of('DPO', 'wall_s'):.0f} s",
+})
+plt.show()
+
+# %% [markdown]
 # ### Reward hacking, shown
 #
 # A policy is trained on a *proxy*: the reward model (PPO, RLOO, best-of-N), the pairs (DPO), or
@@ -462,12 +485,33 @@ for r in [sft_row] + runs + [b for b in bon if b["method"] == "BoN (reward model
           f"{overused(r['word_rates'], base) if r is not sft_row else ''}")
 
 # %% [markdown]
-# Each method found its own exploit of the same scorer. PPO and RLOO collapse onto a template -- "what
-# a masterpiece / triumph / delight" closes most of their reviews at small beta -- and write slightly
-# *shorter* reviews than SFT: the KL is paid per token, so a short, sure-fire ending is cheap. DPO
-# goes the other way: at small beta its reviews are 2-3.5x longer, most never reach EOS within the
-# 40-token limit, and they read as word salad that VADER still scores highly. Best-of-N keeps SFT's
-# length and style (it only re-ranks SFT's own samples), and still tilts toward the same words.
+# Each method finds its own exploit of the same scorer. What the table says, per method, for its
+# smallest beta (the policy pushed hardest), rendered from the numbers:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from IPython.display import Markdown
+
+hack_lines = []
+for method in ("PPO", "PPO-GT", "RLOO", "DPO", "DPO-lr1e-4"):
+    rows = [r for r in runs if r["method"] == method]
+    if not rows:
+        continue
+    r = min(rows, key=lambda x: x["beta"])
+    top = overused(r["word_rates"], base, n=3)
+    hack_lines.append(f"* **{method}** (beta {r['beta']:g}): length {r['length_mean']:.1f} tokens vs SFT's "
+                      f"{sft_row['length_mean']:.1f} ({r['length_mean'] / sft_row['length_mean']:.1f}x), EOS rate "
+                      f"{r['eos_rate']:.2f} vs {sft_row['eos_rate']:.2f}, '!' in {r['exclaim_rate']:.0%} of responses; "
+                      f"words that grew most: {top}.")
+bon_pick = next(b for b in bon if b["method"] == "BoN (reward model)" and b["N"] == max(x["N"] for x in bon))
+hack_lines.append(f"* **Best-of-{bon_pick['N']}** (reward model) only re-ranks SFT's own samples: length "
+                  f"{bon_pick['length_mean']:.1f}, EOS rate {bon_pick['eos_rate']:.2f}; words that grew most: "
+                  f"{overused(bon_pick['word_rates'], base, n=3)}.")
+Markdown("\n".join(hack_lines))
+
+# %% [markdown]
+# The KL is paid per token, so a policy can spend it on a short, sure-fire ending or on many more
+# words that the lexicon scores; length and EOS rate beside the reward tell which one happened.
 #
 # ### Side by side
 # The first sample for the same held-out prompts, from SFT and from the policy of each method with
@@ -527,12 +571,15 @@ curves.update({s_: [{"kl_mean": b["kl_bound"], "reward_mean": b["reward_mean"], 
                     for b in bon if b["method"] == s_] for s_ in ("BoN (reward model)", "BoN (ground truth)")})
 at_kl = {m: [reward_at_kl(pts, kl, base=sft_row) for kl in AT] for m, pts in curves.items()}
 print(f"{'':20s}" + "".join(f"{'at ' + format(kl, 'g') + ' nats':>24s}" for kl in AT))
-print(f"{'the optimum pi*':20s}" + "".join(f"{optimum_reward_at(optimum, kl):>17.3f}       " for kl in AT))
+reach = max(q["kl_mean"] for q in optimum if q["reliable"])
+print(f"{'the optimum pi*':20s}" + "".join(
+    f"{optimum_reward_at(optimum, kl):>17.3f}       " if kl <= reach else f"{'past its reach':>22s}  " for kl in AT))
 for m, values in at_kl.items():
-    cells = [f"{v:6.3f} +- {se:.3f} ({fraction_of_optimum(optimum, kl, v):4.2f})" if not np.isnan(v) else f"{'-':>22s}"
+    cells = [f"{v:6.3f} +- {se:.3f} ({ffrac(optimum, kl, v)})" if not np.isnan(v) else f"{'-':>22s}"
              for (v, se), kl in zip(values, AT)]
     print(f"{m:20s}" + "".join(f"  {c:22s}" for c in cells))
-print("(in brackets: the fraction of the optimum's reward gain over SFT at that KL; best-of-N at its KL bound)")
+print("(in brackets: the fraction of the optimum's reward gain over SFT at that KL, '<=' an upper bound past the\n"
+      "optimum estimate's reach; best-of-N at its KL bound)")
 
 # %% [markdown]
 # **What our runs say**, rendered from the tables above:
@@ -543,12 +590,13 @@ from IPython.display import Markdown
 
 
 def frac_at(method, kl):
+    """The method's fraction of the optimum's gain at ``kl`` (its own curve), as text; "<=" past the reach."""
     v, _ = reward_at_kl(curves[method], kl, base=sft_row)
-    return fraction_of_optimum(optimum, kl, v) if not np.isnan(v) else float("nan")
+    return "n/a" if np.isnan(v) else ffrac(optimum, kl, v, ".0%")
 
 
 def pct(x):
-    return "n/a" if np.isnan(x) else f"{x:.0%}"
+    return x if isinstance(x, str) else ("n/a" if np.isnan(x) else f"{x:.0%}")
 
 
 def top_at(kl):
@@ -578,7 +626,7 @@ Markdown("\n".join([
     f"{best_ppo['reward_mean']:.3f} at {best_ppo['kl_mean']:.1f} nats.",
     f"* **The simplest baseline.** Best-of-{bon16['N']} scored by the same reward model reaches "
     f"{bon16['reward_mean']:.3f} within a KL *bound* of {bon16['kl_bound']:.2f} nats "
-    f"({pct(bon16['of_optimum'])} of the optimum's gain at the bound): re-ranking SFT's own samples stays close to "
+    f"({ffrac(optimum, bon16['kl_bound'], bon16['reward_mean'], '.0%')} of the optimum's gain at the bound): re-ranking SFT's own samples stays close to "
     f"the optimum by construction (Beirami et al. 2024).",
     f"* **Length.** SFT writes {sft_len:.1f} tokens; DPO's furthest run {far_dpo['length_mean']:.1f} (EOS rate "
     f"{far_dpo['eos_rate']:.2f}); PPO's best {best_ppo['length_mean']:.1f}; the optimum at its largest reliable KL "
@@ -598,10 +646,119 @@ Markdown("\n".join([
 # 2. **Length.** Much of DPO's extra KL is extra tokens: the sequence KL grows with every token, and
 #    its low-beta policies write longer reviews that stop with EOS less often, although every pair
 #    it trained on ended with EOS.
-# 3. **Deterministic, near-tie labels.** A pair is a preference whenever one sample's reward is
-#    higher, however slightly: Bradley-Terry with an infinitely sharp reward, so the data do not
-#    say *how much* better, and DPO keeps pushing.
+# 3. **Certain labels.** A pair is a preference whenever one sample's reward is higher, however
+#    slightly: Bradley-Terry with an infinitely sharp reward, so the data never say *how much*
+#    better, and the loss keeps rewarding a wider margin. Dropping near-ties is the obvious fix;
+#    the table above tests it (compare its "near-ties dropped" rows with today's).
 #
+# ### Measured: what holds offline DPO where it is
+#
+# `scripts/diagnose_dpo.py` starts from notebook 06's run and changes **one thing at a time** --
+# the data (more prompts, one pair per prompt, near-ties dropped), the optimisation (epochs,
+# learning rate), beta, the loss (IPO, cDPO) -- and then runs **on-policy DPO**: rounds of sampling
+# from the current policy, ranking by the ground truth and one DPO epoch, with the reference held
+# fixed at SFT. Each run is evaluated on the same 100 held-out prompts x 4 samples against the
+# optimum estimated on those prompts. *LC* is the length-controlled reward: the reward minus what
+# a reward-on-length regression over SFT samples attributes to length (Park et al. 2024), so a gain
+# that is only length shows up as none. The runs take about half an hour, so the results are saved
+# in `data/dpo_diagnosis.json` with the world's fingerprint (refused if it differs).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+diagnosis = json.loads((DATA_DIR / "dpo_diagnosis.json").read_text())
+if diagnosis.get("world_fingerprint") != world_fingerprint(sweep_world):
+    raise RuntimeError("data/dpo_diagnosis.json was made on another world: rebuild it with "
+                       "`python scripts/diagnose_dpo.py` (about half an hour on 2 cores)")
+lc = diagnosis["length_control"]
+print(f"reward per token of length on SFT samples: {lc['slope']:+.4f} (SFT mean length {lc['ref_length']:.1f})")
+print(f"{'':46s} {'reward':>13s} {'KL':>12s} {'of pi*':>6s} {'LC':>6s} {'LC of pi*':>9s} {'len':>5s} {'EOS':>4s} "
+      f"{'impl. acc':>9s} {'epochs':>6s}")
+
+
+def fmt(x, spec):
+    return format(x, spec) if x is not None and not (isinstance(x, float) and math.isnan(x)) else "-".rjust(len(format(0.0, spec)))
+
+
+def dfrac(row, key, spec=".2f"):
+    """A diagnosis row's fraction of the optimum's gain (``key``: its reward or its length-controlled
+    reward); "<=x" past the estimate's reach, where only an upper bound is known."""
+    return ffrac(diagnosis["optimum"], row["kl_mean"], row[key], spec)
+
+
+group = None
+for row in diagnosis["rows"]:
+    if row["group"] != group:
+        group = row["group"]
+        print(f"[{group}]")
+    print(f"  {row['label']:44s} {row['reward_mean']:+.3f}±{row['reward_se']:.3f} {row['kl_mean']:6.2f}±{row['kl_se']:.2f} "
+          f"{dfrac(row, 'reward_mean'):>6s} {row['lc_reward']:+6.3f} {dfrac(row, 'lc_reward'):>9s} "
+          f"{row['length_mean']:5.1f} {row['eos_rate']:4.2f} {row['implicit_accuracy']:9.3f} {fmt(row.get('epochs'), '6.1f')}")
+print("[on-policy DPO, pi_ref = SFT fixed]")
+for row in diagnosis["onpolicy"]:
+    print(f"  round {row['round']} ({row['samples']} fresh samples, {row['pairs']} pairs){'':9s}"
+          f" {row['reward_mean']:+.3f}±{row['reward_se']:.3f} {row['kl_mean']:6.2f}±{row['kl_se']:.2f} "
+          f"{dfrac(row, 'reward_mean'):>6s} {row['lc_reward']:+6.3f} {dfrac(row, 'lc_reward'):>9s} "
+          f"{row['length_mean']:5.1f} {row['eos_rate']:4.2f} {row['implicit_accuracy']:9.3f}")
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 4.5))
+viz.plot_optimum(diagnosis["optimum"], ax)
+offline = [r for r in diagnosis["rows"] if r["group"] != "reference"]
+ax.errorbar([r["kl_mean"] for r in offline], [r["reward_mean"] for r in offline], xerr=[r["kl_se"] for r in offline],
+            yerr=[r["reward_se"] for r in offline], fmt="D", color="C3", ms=4, capsize=2, label="offline DPO variants")
+for r in offline:
+    ax.annotate(r["label"].split(" (")[0], (r["kl_mean"], r["reward_mean"]), fontsize=6, xytext=(3, 3),
+                textcoords="offset points")
+path = [diagnosis["rows"][0]] + diagnosis["onpolicy"]
+ax.errorbar([r["kl_mean"] for r in path], [r["reward_mean"] for r in path], yerr=[r["reward_se"] for r in path],
+            fmt="o-", color="C1", capsize=2, label=f"on-policy DPO, rounds 0..{len(path) - 1}")
+ax.set_xscale("symlog", linthresh=1.0)
+ax.set_xlabel("KL(pi || pi_ref) (nats, symlog)")
+ax.set_ylabel("ground-truth reward (mean)")
+ax.set_title(f"DPO variants against the optimum ({WORLD_LABEL})")
+ax.legend(fontsize=7, loc="lower right")
+plt.tight_layout()
+plt.show()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+today = next(r for r in diagnosis["rows"] if r["group"] == "today")
+opt_d = diagnosis["optimum"]
+for r in diagnosis["rows"] + diagnosis["onpolicy"]:
+    r["frac"], r["frac_exact"] = fraction_of_optimum_bound(opt_d, r["kl_mean"], r["reward_mean"])
+    r["frac_lc"], _ = fraction_of_optimum_bound(opt_d, r["kl_mean"], r["lc_reward"])
+changes = [r for r in diagnosis["rows"] if r["group"] not in ("reference", "today")]
+exact = [r for r in changes if r["frac_exact"] and not math.isnan(r["frac"])]
+best = max(exact, key=lambda r: r["frac"]) if exact else None
+beyond = [r for r in changes if not r["frac_exact"]]
+
+
+def share(r, key="frac"):
+    return ("" if r["frac_exact"] else "at most ") + f"{r[key]:.0%}"
+
+
+onp = diagnosis["onpolicy"]
+lines = [f"* Notebook 06's run: {share(today)} of the optimum's reward gain at its KL ({today['kl_mean']:.2f} nats); "
+         f"{share(today, 'frac_lc')} after removing what length explains."]
+if best is not None:
+    lines.append(f"* Among the changes whose KL the optimum estimate reaches, the best: **{best['label']}**, "
+                 f"{share(best)} at {best['kl_mean']:.2f} nats ({share(best, 'frac_lc')} length-controlled).")
+    same = [r["label"] for r in exact if abs(r["frac"] - today["frac"]) < 0.05]
+    if same:
+        lines.append(f"* Within 5 points of today's fraction: {', '.join(same)}.")
+if beyond:
+    lines.append("* Past the estimate's reach (only an upper bound is known, against the optimum's last reliable point): "
+                 + "; ".join(f"{r['label']} ({r['kl_mean']:.1f} nats, {share(r)}, length {r['length_mean']:.1f})"
+                             for r in beyond) + ".")
+if onp:
+    lines.append("* On-policy rounds: " + "; ".join(
+        f"round {r['round']} {r['reward_mean']:+.3f} at {r['kl_mean']:.2f} nats ({share(r)} of the optimum's gain)"
+        for r in onp) + f" -- each round samples {onp[0]['samples']} fresh responses from the policy.")
+lines.append(f"* Implicit-reward ranking accuracy on held-out pairs: {today['implicit_accuracy']:.3f} for today's run "
+             f"(the reward model of section 3 ranks such pairs at {rm_info['heldout_accuracy']:.3f}).")
+Markdown("\n".join(lines))
+
+# %% [markdown]
 # What DPO does buy: no sampling in the training loop, no reward model, no value head, the fewest
 # lines of code (the cost table). How far along the frontier it goes is set as much by its
 # learning rate and steps as by beta (compare the two DPO lines): DPO has no on-policy KL
@@ -615,3 +772,6 @@ Markdown("\n".join([
 # * On the toy, PPO, RLOO and DPO all converge to pi* = pi_ref exp(r/beta) / Z: one objective.
 # * On the language model they differ in which samples they learn from and in what they exploit;
 #   report length, EOS and "!" rates beside any reward.
+# * The fair score of a point on the reward-KL plane is the fraction of the optimum's reward gain it
+#   reaches at its KL (section 5): the optimum pi* is what every method aims at, and it can be
+#   estimated from samples of pi_ref alone.

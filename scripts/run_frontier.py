@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 from helpers import reward_model as rm_mod  # noqa: E402
 from helpers import rlhf  # noqa: E402
-from helpers.cache import fingerprint  # noqa: E402
+from helpers.cache import artifact_path, build_artifact, fingerprint, is_built  # noqa: E402
 from helpers.config import cache_dir, seed_everything  # noqa: E402
 from helpers.world import world_fingerprint  # noqa: E402
 
@@ -390,13 +390,18 @@ def main() -> None:
     # keyed by the world and the settings: a sweep of another world or other sizes never reuses them
     world_fp = world_fingerprint(world)
     done_dir = cache_dir() / "frontier_runs" / f"world-{world_fp}-settings-{fingerprint(s)}"
-    done_dir.mkdir(parents=True, exist_ok=True)
+
+    def run_spec(method: str, beta: float) -> dict:
+        return {"artifact": "frontier run", "method": method, "beta": beta, "world": world_fp, "settings": s}
+
+    def run_path(method: str, beta: float) -> Path:
+        return artifact_path(done_dir, f"{method}_{beta:g}", run_spec(method, beta))
     todo = [(m, b) for m, b in jobs if m in only]
     pending, procs = list(todo), {}
     while pending or procs:
         while pending and len(procs) < args.jobs:
             method, beta = pending.pop(0)
-            if (done_dir / f"{method}_{beta}.json").exists():
+            if is_built(run_path(method, beta), run_spec(method, beta)):
                 continue
             cmd = [sys.executable, __file__, "--one", method, str(beta)] + (["--quick"] if args.quick else []) + \
                 (["--sft-steps", str(args.sft_steps)] if args.sft_steps else [])
@@ -411,13 +416,14 @@ def main() -> None:
             if proc.returncode or not line:
                 print(stdout[-3000:], stderr[-3000:])
                 raise SystemExit(f"{key} failed")
-            (done_dir / f"{key[0]}_{key[1]}.json").write_text(line[0][len("RESULT "):])
+            text = line[0][len("RESULT "):]
+            build_artifact(run_path(*key), run_spec(*key), lambda tmp, text=text: (tmp / "result.json").write_text(text))
             r = json.loads(line[0][len("RESULT "):])
             print(f"{key[0]:7s} beta={key[1]:<5} reward {r['reward_mean']:.3f}+-{r['reward_se']:.3f} "
                   f"KL {r['kl_mean']:.2f}+-{r['kl_se']:.2f}  train {r['wall_s']:.0f}s  ({time.perf_counter() - t:.0f}s)",
                   flush=True)
         time.sleep(1)
-    runs += [json.loads((done_dir / f"{m}_{b}.json").read_text()) for m, b in todo]
+    runs += [json.loads((run_path(m, b) / "result.json").read_text()) for m, b in todo]
     if "BoN" in only or "bon" not in previous:
         bon, sft_row = run_bon_and_sft(s)
     else:

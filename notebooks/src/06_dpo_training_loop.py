@@ -79,7 +79,7 @@ from helpers.data import tokenize_preferences
 from helpers.evaluate import evaluate_policy, word_rate
 from helpers.logprobs import concatenated_forward
 from helpers.losses import dpo_loss
-from helpers.optimum import fraction_of_optimum, optimum_reward_at
+from helpers.optimum import format_fraction, fraction_of_optimum, optimum_reward_at
 from helpers.pairs import get_preference_pairs
 from helpers.profiles import dpo_sizes
 from helpers.runs import dpo_run_dir, load_or_train_dpo, make_dpo_config, optimum_curve, scalar_eval_fn, split_pairs
@@ -470,7 +470,7 @@ by_lr = sorted([r for r in diagnosis["rows"] if r["group"] in ("today", "optimis
                key=lambda r: r["lr"])
 print(f"{'lr':>8} {'reward':>15} {'KL (nats)':>10} {'length':>7} {'EOS':>5} {'of pi*':>7}  (tiny world)")
 for r in by_lr:
-    frac = "-" if r["of_optimum"] != r["of_optimum"] else f"{r['of_optimum']:.2f}"
+    frac = format_fraction(diagnosis["optimum"], r["kl_mean"], r["reward_mean"])  # "<=": past the estimate's reach
     print(f"{r['lr']:8g} {r['reward_mean']:+.3f} ± {r['reward_se']:.3f} {r['kl_mean']:10.2f} {r['length_mean']:7.1f} "
           f"{r['eos_rate']:5.2f} {frac:>7}")
 

@@ -41,7 +41,8 @@ def optimal_point(rewards: np.ndarray, beta: float) -> dict:
         rewards: (P, M) ground-truth rewards r(x_p, y_pm) of M samples y ~ pi_ref per prompt.
         beta: > 0.
     Returns:
-        dict of (P,) arrays: ``reward`` (E_{pi*}[r]), ``kl`` (nats), ``ess`` (effective sample size).
+        dict of (P,) arrays: ``reward`` (E_{pi*}[r]), ``kl`` (nats), ``ess`` (effective sample size);
+        and ``weights``, (P, M): pi*'s self-normalised importance weights of the samples.
     """
     r = np.asarray(rewards, dtype=np.float64)  # (P, M)
     if r.ndim != 2 or r.shape[1] < 2:
@@ -54,10 +55,11 @@ def optimal_point(rewards: np.ndarray, beta: float) -> dict:
     reward = (w * r).sum(axis=1)
     log_z = log_z_sum - np.log(r.shape[1])  # log mean exp(r / beta) = log Z-hat
     kl = reward / beta - log_z
-    return {"reward": reward, "kl": np.maximum(kl, 0.0), "ess": 1.0 / (w ** 2).sum(axis=1)}
+    return {"reward": reward, "kl": np.maximum(kl, 0.0), "ess": 1.0 / (w ** 2).sum(axis=1), "weights": w}
 
 
-def optimum_frontier(rewards: np.ndarray, betas, min_ess: float = MIN_ESS) -> list[dict]:
+def optimum_frontier(rewards: np.ndarray, betas, min_ess: float = MIN_ESS, lengths: np.ndarray | None = None
+                     ) -> list[dict]:
     """The pi* frontier: one point per beta, averaged over prompts, with standard errors over prompts.
 
     Args:
@@ -65,6 +67,8 @@ def optimum_frontier(rewards: np.ndarray, betas, min_ess: float = MIN_ESS) -> li
         betas: the beta grid.
         min_ess: a beta whose median per-prompt ESS is below this is marked ``reliable=False``
             (its point leans on a handful of samples per prompt; do not draw it as the optimum).
+        lengths: optional (P, M) response lengths of the samples: each point then also has
+            ``length_mean``, pi*'s expected length (the same weights as its reward).
     Returns:
         list of dicts sorted by KL: ``beta``, ``reward_mean``, ``reward_se``, ``kl_mean``, ``kl_se``,
         ``ess_median``, ``ess_min``, ``reliable``, ``n_prompts``, ``n_samples``; and the pi_ref point
@@ -73,15 +77,21 @@ def optimum_frontier(rewards: np.ndarray, betas, min_ess: float = MIN_ESS) -> li
     r = np.asarray(rewards, dtype=np.float64)
     n_prompts, m = r.shape
     se = lambda v: float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")  # noqa: E731
+    lengths = None if lengths is None else np.asarray(lengths, dtype=np.float64).reshape(r.shape)
     points = [{"beta": float("inf"), "reward_mean": float(r.mean()), "reward_se": se(r.mean(axis=1)),
                "kl_mean": 0.0, "kl_se": 0.0, "ess_median": float(m), "ess_min": float(m), "reliable": True,
                "n_prompts": n_prompts, "n_samples": m}]
+    if lengths is not None:
+        points[0]["length_mean"] = float(lengths.mean())
     for beta in betas:
         p = optimal_point(r, beta)
-        points.append({"beta": float(beta), "reward_mean": float(p["reward"].mean()), "reward_se": se(p["reward"]),
-                       "kl_mean": float(p["kl"].mean()), "kl_se": se(p["kl"]),
-                       "ess_median": float(np.median(p["ess"])), "ess_min": float(p["ess"].min()),
-                       "reliable": bool(np.median(p["ess"]) >= min_ess), "n_prompts": n_prompts, "n_samples": m})
+        point = {"beta": float(beta), "reward_mean": float(p["reward"].mean()), "reward_se": se(p["reward"]),
+                 "kl_mean": float(p["kl"].mean()), "kl_se": se(p["kl"]),
+                 "ess_median": float(np.median(p["ess"])), "ess_min": float(p["ess"].min()),
+                 "reliable": bool(np.median(p["ess"]) >= min_ess), "n_prompts": n_prompts, "n_samples": m}
+        if lengths is not None:
+            point["length_mean"] = float((p["weights"] * lengths).sum(axis=1).mean())
+        points.append(point)
     return sorted(points, key=lambda q: q["kl_mean"])
 
 

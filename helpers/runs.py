@@ -151,13 +151,14 @@ def optimum_curve(model, tokenizer, prompts, reward_fn, m: int = 64, max_new_tok
 
     Returns:
         the frontier points (dicts with ``beta``, ``reward_mean``, ``reward_se``, ``kl_mean``,
-        ``kl_se``, ``ess_median``, ``reliable``, ...), sorted by KL, pi_ref's point first.
+        ``kl_se``, ``ess_median``, ``reliable``, ``length_mean``, ...), sorted by KL, pi_ref's point first.
     """
     from helpers.evaluate import sample_policy
 
     samples = sample_policy(model, tokenizer, prompts, m, max_new_tokens, seed=seed, progress=progress)
     rewards = np.asarray(reward_fn([p + r for p, r in zip(samples["prompt"], samples["response"])]), np.float64)
-    return optimum_frontier(rewards.reshape(len(prompts), m), betas)  # prompt-major
+    return optimum_frontier(rewards.reshape(len(prompts), m), betas,  # prompt-major
+                            lengths=np.asarray(samples["length"]).reshape(len(prompts), m))
 
 
 def beta_sweep(world, betas, train_pairs, eval_prompts, reward_fn, base_config=None, tokenizer=None, ref_model=None,

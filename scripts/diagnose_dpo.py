@@ -142,7 +142,8 @@ def main() -> None:
     m = s["optimum_samples"]
     ref = sample_policy(sft, tok, eval_prompts, m, world.max_new_tokens, seed=3, progress=args.progress)
     ref_rewards = np.asarray(reward_fn([p + y for p, y in zip(ref["prompt"], ref["response"])]))
-    optimum = optimum_frontier(ref_rewards.reshape(len(eval_prompts), m), OPTIMUM_BETAS)
+    optimum = optimum_frontier(ref_rewards.reshape(len(eval_prompts), m), OPTIMUM_BETAS,
+                               lengths=np.asarray(ref["length"]).reshape(len(eval_prompts), m))
     lc = {"slope": length_slope(ref_rewards, ref["length"]), "ref_length": float(np.mean(ref["length"]))}
     print(f"optimum from {m} SFT samples x {len(eval_prompts)} prompts; reward per token of length "
           f"{lc['slope']:+.4f} (SFT mean length {lc['ref_length']:.1f})", flush=True)

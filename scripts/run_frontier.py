@@ -290,25 +290,12 @@ def run_bon_and_sft(s: dict) -> tuple[list[dict], dict]:
 
 def run_optimum(s: dict) -> list[dict]:
     """The pi* frontier on the evaluation prompts: ``optimum_samples`` SFT samples per prompt, scored
-    by the ground truth, reweighted by exp(r / beta) (``helpers.optimum.optimum_frontier``)."""
-    from helpers.evaluate import sample_policy
-    from helpers.optimum import optimum_frontier
+    by the ground truth, reweighted by exp(r / beta) (``helpers.runs.optimum_curve``), with pi*'s length."""
+    from helpers.runs import optimum_curve
 
     world, tok, sft, _, eval_prompts, gt_reward = world_parts(s)
-    m = s["optimum_samples"]
-    samples = sample_policy(sft, tok, eval_prompts, m, world.max_new_tokens, seed=3, progress=False)
-    rewards = np.asarray(gt_reward([p + r for p, r in zip(samples["prompt"], samples["response"])]))
-    lengths = np.asarray(samples["length"], dtype=np.float64).reshape(len(eval_prompts), m)
-    front = optimum_frontier(rewards.reshape(len(eval_prompts), m), s["optimum_betas"])
-    for point in front:  # pi*'s expected length, with the same weights as its reward
-        beta = point["beta"]
-        if math.isinf(beta):
-            point["length_mean"] = float(lengths.mean())
-            continue
-        logits = rewards.reshape(len(eval_prompts), m) / beta
-        w = np.exp(logits - logits.max(axis=1, keepdims=True))
-        point["length_mean"] = float(((w / w.sum(axis=1, keepdims=True)) * lengths).sum(axis=1).mean())
-    return front
+    return optimum_curve(sft, tok, eval_prompts, gt_reward, m=s["optimum_samples"], max_new_tokens=world.max_new_tokens,
+                         betas=s["optimum_betas"], seed=3, progress=False)
 
 
 # ----------------------------------------------------------------------------------------------

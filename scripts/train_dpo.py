@@ -21,7 +21,6 @@ import argparse
 import csv
 import functools
 import gc
-import hashlib
 import json
 import math
 import os
@@ -38,6 +37,7 @@ from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import GradientAccumulationPlugin  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from helpers.cache import file_fingerprint  # noqa: E402
 from helpers.data import load_preference_file, pad_token_id_of, tokenize_preferences  # noqa: E402
 from helpers.train import (  # noqa: E402
     CSV_COLUMNS,
@@ -431,16 +431,8 @@ def _check_same_run(ckpt: Path, state: dict, identity: dict) -> None:
 
 
 def _manifest(folder: Path) -> dict:
-    return {str(f.relative_to(folder)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+    return {str(f.relative_to(folder)): {"bytes": f.stat().st_size, "sha256": file_fingerprint(f)}
             for f in sorted(folder.rglob("*")) if f.is_file() and f.name != STATE_FILE}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_manifest(ckpt: Path, state: dict) -> None:

@@ -107,3 +107,15 @@ def test_beyond_the_reach_the_fraction_is_an_upper_bound():
     assert format_fraction(front, far, base + 0.5 * (reach["reward_mean"] - base)) == "<=0.50"
     assert format_fraction(front, reach["kl_mean"], reach["reward_mean"]) == "1.00"
     assert fraction_of_optimum_bound(front, far, reach["reward_mean"] + 1.0) == (1.0, False)  # never above 1
+
+
+def test_the_optimums_length_uses_the_same_weights_as_its_reward():
+    r = toy_rewards(20, 32, seed=5)
+    lengths = np.arange(r.size, dtype=np.float64).reshape(r.shape) % 7
+    front = optimum_frontier(r, [0.5, 1.0], lengths=lengths)
+    assert front[0]["length_mean"] == pytest.approx(lengths.mean())
+    for q in front[1:]:
+        w = np.exp(r / q["beta"])
+        w /= w.sum(axis=1, keepdims=True)
+        assert q["length_mean"] == pytest.approx(float((w * lengths).sum(axis=1).mean()))
+    assert "length_mean" not in optimum_frontier(r, [1.0])[1]

@@ -245,6 +245,23 @@ def world_fingerprint(world: World) -> str:
     return fingerprint(world_spec(world))
 
 
+def load_world_results(path: str | os.PathLike, world: World, rebuild: str) -> dict:
+    """Results saved as JSON by a long script (a sweep), refused unless made on ``world``.
+
+    Args:
+        path: the JSON file; it records ``world_fingerprint``.
+        rebuild: the command that remakes it, named in the error.
+    Raises:
+        ValueError: the file was made on another world (both fingerprints and ``rebuild`` in the message).
+    """
+    results = json.loads(Path(path).read_text())
+    mine = world_fingerprint(world)
+    if results.get("world_fingerprint") != mine:
+        raise ValueError(f"{Path(path).name} was made on another world (fingerprint "
+                         f"{results.get('world_fingerprint')!r}; this world's is {mine!r}): rebuild it with `{rebuild}`")
+    return results
+
+
 def stage_spec(world: World, stage: str) -> dict:
     """The ``helpers.cache`` spec of one build stage."""
     return {"stage": stage, "world": _spec(world)}

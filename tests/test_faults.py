@@ -476,3 +476,15 @@ def test_a_response_cut_at_its_length_limit_gets_no_eos(tiny_tokenizer):
     assert records_fingerprint([plain]) == records_fingerprint([{**plain, "chosen_reward": 1.0}])
     with pytest.raises(ValueError, match="field 'chosen_ended' must be true or false"):
         tokenize_preferences([{**plain, "chosen_ended": "no"}], tiny_tokenizer)
+
+
+def test_saved_results_of_another_world_are_refused_with_the_rebuild_command(tmp_path):
+    from helpers.world import load_world_results, tiny_world, world_fingerprint
+
+    world = tiny_world(tmp_path / "w")
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"world_fingerprint": world_fingerprint(world), "runs": [1]}))
+    assert load_world_results(path, world, "python make.py")["runs"] == [1]
+    other = tiny_world(tmp_path / "w", sft_steps=world.sft_steps + 1)
+    with pytest.raises(ValueError, match=r"sweep.json was made on another world .* rebuild it with `python make.py`"):
+        load_world_results(path, other, "python make.py")

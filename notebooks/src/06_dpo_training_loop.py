@@ -458,14 +458,10 @@ for name, r in results.items():
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-import json
-
 from helpers.config import DATA_DIR
-from helpers.world import tiny_world, world_fingerprint
+from helpers.world import load_world_results, tiny_world
 
-diagnosis = json.loads((DATA_DIR / "dpo_diagnosis.json").read_text())
-if diagnosis["world_fingerprint"] != world_fingerprint(tiny_world()):
-    raise RuntimeError("data/dpo_diagnosis.json was made on another world: python scripts/diagnose_dpo.py rebuilds it")
+diagnosis = load_world_results(DATA_DIR / "dpo_diagnosis.json", tiny_world(), "python scripts/diagnose_dpo.py")
 by_lr = sorted([r for r in diagnosis["rows"] if r["group"] in ("today", "optimisation") and r["label"].startswith(("lr", "notebook"))],
                key=lambda r: r["lr"])
 print(f"{'lr':>8} {'reward':>15} {'KL (nats)':>10} {'length':>7} {'EOS':>5} {'of pi*':>7}  (tiny world)")

@@ -69,7 +69,6 @@ print("helpers", helpers.__version__, "from", root)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-import json
 import math
 import time
 
@@ -360,7 +359,7 @@ for name, model in [("SFT", sft)] + [(m.upper() + f" ({len(live[m]['history'])} 
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from helpers.world import tiny_world, world_fingerprint
+from helpers.world import load_world_results, tiny_world
 
 RUN_SWEEP = False
 if RUN_SWEEP:
@@ -370,12 +369,9 @@ if RUN_SWEEP:
     from helpers.config import REPO_ROOT
 
     subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "run_frontier.py")], check=True)
-frontier = json.loads((DATA_DIR / "frontier.json").read_text())
 sweep_world = tiny_world()  # the world scripts/run_frontier.py sweeps
-if frontier.get("world_fingerprint") != world_fingerprint(sweep_world):
-    raise RuntimeError(f"data/frontier.json was made on another world (fingerprint "
-                       f"{frontier.get('world_fingerprint')!r}; the tiny world's is {world_fingerprint(sweep_world)!r}): "
-                       f"rebuild it with `python scripts/run_frontier.py --jobs 2` (about an hour on 2 cores)")
+frontier = load_world_results(DATA_DIR / "frontier.json", sweep_world,
+                              "python scripts/run_frontier.py --jobs 2  # about an hour on 2 cores")
 WORLD_LABEL = "tiny world" + ("" if world.profile == "tiny" else f" (this notebook runs {world.profile}; the sweep is tiny's)")
 print(f"sweep of {frontier['meta']['date']} on the {WORLD_LABEL}, world fingerprint {frontier['world_fingerprint']}, "
       f"{frontier['meta']['jobs']} runs at a time on {frontier['meta']['cpu_count']} CPU cores")
@@ -665,10 +661,8 @@ Markdown("\n".join([
 
 # %%
 # NBVAL_CHECK_OUTPUT
-diagnosis = json.loads((DATA_DIR / "dpo_diagnosis.json").read_text())
-if diagnosis.get("world_fingerprint") != world_fingerprint(sweep_world):
-    raise RuntimeError("data/dpo_diagnosis.json was made on another world: rebuild it with "
-                       "`python scripts/diagnose_dpo.py` (about half an hour on 2 cores)")
+diagnosis = load_world_results(DATA_DIR / "dpo_diagnosis.json", sweep_world,
+                               "python scripts/diagnose_dpo.py  # about half an hour on 2 cores")
 lc = diagnosis["length_control"]
 print(f"reward per token of length on SFT samples: {lc['slope']:+.4f} (SFT mean length {lc['ref_length']:.1f})")
 print(f"{'':46s} {'reward':>13s} {'KL':>12s} {'of pi*':>6s} {'LC':>6s} {'LC of pi*':>9s} {'len':>5s} {'EOS':>4s} "

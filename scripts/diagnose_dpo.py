@@ -35,7 +35,7 @@ from helpers.config import seed_everything
 from helpers.evaluate import evaluate_policy, length_controlled_reward, length_slope, sample_policy
 from helpers.implicit import pair_implicit_rewards, ranking_accuracy
 from helpers.optimum import fraction_of_optimum, optimum_frontier
-from helpers.pairs import best_vs_worst, get_preference_pairs, pairs_from_samples, split_pairs, with_min_gap
+from helpers.pairs import best_vs_worst, build_preference_pairs, get_preference_pairs, split_pairs, with_min_gap
 from helpers.runs import OPTIMUM_BETAS, load_or_train_dpo, make_dpo_config
 from helpers.train import train_dpo
 from helpers.world import get_prompts, get_reward_fn, load_sft_model, load_tokenizer, tiny_world, world_fingerprint
@@ -84,7 +84,8 @@ def measure(policy, sft, tok, eval_prompts, reward_fn, heldout, config, s, world
 
 def onpolicy_rounds(world, tok, sft, reward_fn, base, s, device, progress: bool) -> list[tuple[dict, object]]:
     """Rounds of on-policy DPO: fresh prompts, k samples from the current policy, all pairs ranked by
-    the ground truth (ties and empty responses dropped, counted), one epoch of DPO starting from the
+    the ground truth by ``helpers.pairs.build_preference_pairs`` (ties, empty and -- as the world says --
+    truncated samples dropped and counted), one epoch of DPO starting from the
     current policy; pi_ref = SFT throughout. Each round is a cache artifact whose spec chains the
     previous round's, so a rerun resumes after the last finished round."""
     from transformers import AutoModelForCausalLM
@@ -94,23 +95,24 @@ def onpolicy_rounds(world, tok, sft, reward_fn, base, s, device, progress: bool)
     for r in range(1, s["onpolicy_rounds"] + 1):
         prompts = get_prompts(world, world.pairs_split, s["onpolicy_prompts"], seed=100 + r, tokenizer=tok)
         config = replace(base, max_steps=2 if s is QUICK else None, epochs=1, seed=r)
-        spec = {"artifact": "on-policy dpo round", "world": world_fingerprint(world), "round": r,
+        spec = {"artifact": "on-policy dpo round", "pairs": "helpers.pairs.build_preference_pairs",
+                "world": world_fingerprint(world), "round": r,
                 "previous": previous_spec, "config": asdict(config), "prompts": len(prompts), "k": k}
         folder = artifact_path(Path(world.root) / "diagnosis", f"onpolicy-round{r}", spec)
         start = previous_dir or world.sft_dir
 
         def build(tmp: Path, prompts=prompts, config=config, start=start, r=r) -> None:
             policy = AutoModelForCausalLM.from_pretrained(start).to(device).eval()
-            samples = sample_policy(policy, tok, prompts, k, world.max_new_tokens, seed=200 + r, progress=progress)
-            rewards = reward_fn([p + y for p, y in zip(samples["prompt"], samples["response"])])
-            pairs, ties = pairs_from_samples(prompts, [samples["response"][i * k:(i + 1) * k] for i in range(len(prompts))],
-                                             [rewards[i * k:(i + 1) * k] for i in range(len(prompts))])
-            kept = [p for p in pairs if p["chosen"].strip() and p["rejected"].strip()]
+            # the world's own pair builder: truncated samples handled as the world says (never a fake EOS)
+            pairs, stats = build_preference_pairs(policy, tok, prompts, reward_fn, k=k, max_new_tokens=world.max_new_tokens,
+                                                  seed=200 + r, drop_truncated=world.pairs_drop_truncated,
+                                                  progress=progress)
             policy.train()
-            metrics = train_dpo(policy, sft, tok, kept, config, progress=progress)
+            metrics = train_dpo(policy, sft, tok, pairs, config, progress=progress)
             policy.save_pretrained(tmp)
-            (tmp / "round.json").write_text(json.dumps({"pairs": len(kept), "ties": ties, "empty": len(pairs) - len(kept),
-                                                         "samples": len(rewards), "steps": len(metrics),
+            (tmp / "round.json").write_text(json.dumps({"pairs": stats["n_pairs"], "ties": stats["n_ties"],
+                                                         "empty": stats["n_empty"], "truncated": stats["n_truncated"],
+                                                         "samples": stats["n_samples"], "steps": len(metrics),
                                                          "final_loss": metrics[-1]["loss"]}))
 
         build_artifact(folder, spec, build)
@@ -175,6 +177,7 @@ def main() -> None:
     onpolicy = []
     for info, policy in onpolicy_rounds(world, tok, sft, reward_fn, base, s, device, args.progress):
         row = {"round": info["round"], "pairs": info["pairs"], "ties": info["ties"], "empty": info["empty"],
+               "truncated": info["truncated"],
                "samples": info["samples"], "steps": info["steps"],
                **measure(policy, sft, tok, eval_prompts, reward_fn, heldout, info["config"], s, world, lc)}
         row["of_optimum"] = fraction_of_optimum(optimum, row["kl_mean"], row["reward_mean"])

@@ -199,10 +199,9 @@ def _built_pairs(world) -> list[dict] | None:
 
     Never builds them (that samples from the SFT model for minutes): ``python -m helpers.build build``.
     """
-    from helpers.cache import is_built
-    from helpers.pairs import get_preference_pairs, pairs_path, pairs_spec
+    from helpers.pairs import get_preference_pairs, pairs_are_built
 
-    if not is_built(pairs_path(world), pairs_spec(world, 1000, 4, 0)):
+    if not pairs_are_built(world):
         return None
     dataset = get_preference_pairs(world, progress=False)
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in dataset]

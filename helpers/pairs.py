@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.cache import artifact_path, build_artifact
+from helpers.cache import artifact_path, build_artifact, is_built
 from helpers.evaluate import sample_policy
 
 COLUMNS = ("prompt", "chosen", "rejected", "chosen_reward", "rejected_reward")
@@ -138,20 +138,38 @@ def pairs_spec(world, n_prompts: int, k: int, seed: int) -> dict:
             "seed": seed}
 
 
-def pairs_path(world, n_prompts: int = 1000, k: int = 4, seed: int = 0) -> Path:
-    """The folder of these pairs in the cache (``<folder>/dataset`` is the ``save_to_disk`` copy)."""
+def _pairs_sizes(world, n_prompts: int | None, k: int | None) -> tuple[int, int]:
+    """``n_prompts`` and ``k``, each defaulting to the profile's ``PAIRS_SIZES``."""
+    from helpers.profiles import PAIRS_SIZES, sizes
+
+    table = sizes(PAIRS_SIZES, world.profile)
+    return (table["n_pair_prompts"] if n_prompts is None else n_prompts), (table["k"] if k is None else k)
+
+
+def pairs_path(world, n_prompts: int | None = None, k: int | None = None, seed: int = 0) -> Path:
+    """The folder of these pairs in the cache (``<folder>/dataset`` is the ``save_to_disk`` copy);
+    ``n_prompts``, ``k``: default the profile's ``helpers.profiles.PAIRS_SIZES``."""
+    n_prompts, k = _pairs_sizes(world, n_prompts, k)
     return artifact_path(world.pairs_dir, f"prompts{n_prompts}_k{k}_seed{seed}", pairs_spec(world, n_prompts, k, seed))
 
 
-def get_preference_pairs(world, n_prompts: int = 1000, k: int = 4, seed: int = 0,
+def pairs_are_built(world, n_prompts: int | None = None, k: int | None = None, seed: int = 0) -> bool:
+    """Are these pairs (default: the profile's) built and complete in the cache?"""
+    n_prompts, k = _pairs_sizes(world, n_prompts, k)
+    return is_built(pairs_path(world, n_prompts, k, seed), pairs_spec(world, n_prompts, k, seed))
+
+
+def get_preference_pairs(world, n_prompts: int | None = None, k: int | None = None, seed: int = 0,
                          force: bool = False, progress: bool = True, device=None):
     """The world's preference pairs as a ``datasets.Dataset``: loaded from the cache, or built
-    (SFT model included, if missing) and saved first (a ``helpers.cache`` artifact)."""
+    (SFT model included, if missing) and saved first (a ``helpers.cache`` artifact).
+    ``n_prompts``, ``k``: default the profile's ``helpers.profiles.PAIRS_SIZES``."""
     import datasets
 
     from helpers.config import get_device
     from helpers.world import build_threads, get_prompts, get_reward_fn, load_sft_model, load_tokenizer
 
+    n_prompts, k = _pairs_sizes(world, n_prompts, k)
     spec = pairs_spec(world, n_prompts, k, seed)
     path = pairs_path(world, n_prompts, k, seed)
 
@@ -172,7 +190,7 @@ def get_preference_pairs(world, n_prompts: int = 1000, k: int = 4, seed: int = 0
     return datasets.load_from_disk(str(path / "dataset"))
 
 
-def load_pairs_stats(world, n_prompts: int = 1000, k: int = 4, seed: int = 0) -> dict:
+def load_pairs_stats(world, n_prompts: int | None = None, k: int | None = None, seed: int = 0) -> dict:
     """The stats saved with ``get_preference_pairs(world, n_prompts, k, seed)`` (built if missing)."""
     get_preference_pairs(world, n_prompts, k, seed)
     return json.loads((pairs_path(world, n_prompts, k, seed) / "stats.json").read_text())

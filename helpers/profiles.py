@@ -5,7 +5,8 @@
 
 Profile switch: ``DPO_PROFILE`` in {auto, tiny, gpt2} (default auto), see ``choose_profile``.
 
-Sizes: one home. ``WORLD_SIZES`` (the world build: corpus, tokenizer, SFT), ``SFT_DEMO_SIZES``
+Sizes: one home. ``WORLD_SIZES`` (the world build: corpus, tokenizer, SFT), ``PAIRS_SIZES``
+(the preference pairs), ``SFT_EVAL_SIZES`` (the SFT build's held-out loss), ``SFT_DEMO_SIZES``
 (notebook 05), ``DPO_SIZES`` (the DPO runs of notebooks 06-08), ``RLHF_SIZES`` (notebook 08's live
 RLHF), ``FRONTIER_SIZES`` (``scripts/run_frontier.py``): a hyper-parameter change is one edit here.
 """
@@ -33,6 +34,21 @@ WORLD_SIZES = {
                  sft_steps=1_000, sft_batch_size=32, sft_lr=5e-5, n_reviews=40_000,
                  split_sizes={"prefs": 4_000, "test": 2_000}, vocab_size=2_000, n_layer=4, n_embd=128,
                  n_head=4, n_positions=1024, seed=0),
+}
+
+# The preference pairs (``helpers.pairs.get_preference_pairs``): k SFT samples for each of
+# ``n_pair_prompts`` prompts of the pairs split, every differently-rewarded two of them a pair.
+PAIRS_SIZES = {
+    "tiny": dict(n_pair_prompts=1_000, k=4),
+    "gpt2": dict(n_pair_prompts=1_000, k=4),
+}
+
+# The SFT build's held-out measurement (``helpers.world.build_sft_model``): the eval loss on this
+# many texts (and as many training texts), in batches of ``eval_batch_size``. gpt2: 32 x 128 tokens
+# x 50,257 float32 logits = 0.8 GB per batch (128 would be 3.3 GB, twice over in the log-softmax).
+SFT_EVAL_SIZES = {
+    "tiny": dict(n_eval_texts=500, eval_batch_size=128),
+    "gpt2": dict(n_eval_texts=500, eval_batch_size=32),
 }
 
 # The DPO runs of notebooks 06-08, per profile. tiny: a ~1 M-parameter GPT-2 on a laptop CPU in
@@ -87,23 +103,66 @@ FRONTIER_SIZES = {
 }
 
 
-def world_sizes(profile: str) -> dict:
-    """A copy of ``WORLD_SIZES[profile]``."""
-    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in WORLD_SIZES[profile].items()}
+# ----------------------------------------------------------------------------------------------
+# the size knob: DPO_SCALE=smoke shrinks steps and counts (and nothing else) for a dress rehearsal
+# -- every code path runs, in seconds, with the same lengths, model and data. No code branches on
+# it: it only changes the numbers ``sizes`` hands out.
+
+SCALES = ("full", "smoke")
+SMOKE_CAPS = {
+    # steps
+    "sft_steps": 3, "max_steps": 4, "warmup_steps": 1, "eval_every": 2, "sweep_steps": 3,
+    "demo_steps": 3, "steps": 2, "rl_steps": 2, "ppo_epochs": 1, "rloo_epochs": 1,
+    "gradient_accumulation_steps": 2,
+    # counts
+    "sft_batch_size": 4, "batch_size": 4, "mini_batch_size": 2, "demo_batch_size": 4,
+    "n_eval_prompts": 8, "n_final_prompts": 8, "n_prompts": 8, "n_train_prompts": 16,
+    "n_check_prompts": 4, "samples_per_prompt": 2, "check_samples": 2, "eval_samples": 2,
+    "n_eval_texts": 16, "eval_batch_size": 4, "n_pair_prompts": 24,
+    "optimum_samples": 16, "rloo_k": 2,
+}
 
 
-def dpo_sizes(profile: str) -> dict:
-    """A copy of ``DPO_SIZES[profile]``."""
-    return dict(DPO_SIZES[profile])
+def scale() -> str:
+    """``$DPO_SCALE`` (default ``full``)."""
+    value = os.environ.get("DPO_SCALE", "full").strip().lower() or "full"
+    if value not in SCALES:
+        raise ValueError(f"DPO_SCALE must be one of {SCALES}, got {value!r}")
+    return value
+
+
+def _apply_scale(table: dict, caps: dict) -> dict:
+    """``table`` with every value whose key is in ``caps`` capped (nested dicts included)."""
+    out = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out[k] = _apply_scale(v, caps)
+        elif k in caps and isinstance(v, int) and not isinstance(v, bool):
+            out[k] = min(v, caps[k])
+        else:
+            out[k] = v
+    return out
 
 
 def sizes(table: dict, profile: str) -> dict:
-    """A deep copy of ``table[profile]`` (one of the tables above), so a notebook can change it."""
+    """A deep copy of ``table[profile]`` (one of the tables above), so a notebook can change it;
+    under ``DPO_SCALE=smoke`` its steps and counts are capped by ``SMOKE_CAPS``."""
     import copy
 
     if profile not in table:
         raise ValueError(f"no sizes for profile {profile!r} (have {sorted(table)})")
-    return copy.deepcopy(table[profile])
+    out = copy.deepcopy(table[profile])
+    return _apply_scale(out, SMOKE_CAPS) if scale() == "smoke" else out
+
+
+def world_sizes(profile: str) -> dict:
+    """``sizes(WORLD_SIZES, profile)``."""
+    return sizes(WORLD_SIZES, profile)
+
+
+def dpo_sizes(profile: str) -> dict:
+    """``sizes(DPO_SIZES, profile)``."""
+    return sizes(DPO_SIZES, profile)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def train_sft(model, tokenizer, texts: list[str], steps: int = 500, batch_size: 
               lr: float = 2e-3, max_length: int = 64, warmup_frac: float = 0.05,
               weight_decay: float = 0.01, seed: int = 0, eval_texts: list[str] | None = None,
               eval_every: int | None = None, log_every: int = 10, device=None,
-              progress: bool = True) -> dict:
+              progress: bool = True, eval_batch_size: int = 128) -> dict:
     """Fine-tune ``model`` in place on ``texts`` with AdamW (linear warmup, cosine decay to 10%).
 
     Batches are drawn uniformly at random (with replacement across steps) from a seeded
@@ -88,6 +88,7 @@ def train_sft(model, tokenizer, texts: list[str], steps: int = 500, batch_size: 
         max_length: tokens per text, EOS included.
         seed: batch order.
         eval_texts: held-out texts for ``eval_loss`` (at the end, and every ``eval_every`` steps).
+        eval_batch_size: texts per forward pass of those evaluations.
         log_every: record the mean training loss of each ``log_every`` steps.
         device: default ``helpers.config.get_device()``.
         progress: show a tqdm bar.
@@ -140,17 +141,17 @@ def train_sft(model, tokenizer, texts: list[str], steps: int = 500, batch_size: 
             window = []
         if eval_texts and eval_every and (step + 1) % eval_every == 0 and step + 1 != steps:
             history["eval_steps"].append(step + 1)
-            history["eval_loss"].append(evaluate_sft_loss(model, tokenizer, eval_texts, max_length, device=device))
+            history["eval_loss"].append(evaluate_sft_loss(model, tokenizer, eval_texts, max_length, eval_batch_size, device=device))
     bar.close()
     model.eval()
     history["final_train_loss"] = history["loss"][-1] if history["loss"] else None
     history["final_eval_loss"] = None
     if eval_texts:
         history["eval_steps"].append(steps)
-        history["eval_loss"].append(evaluate_sft_loss(model, tokenizer, eval_texts, max_length, device=device))
+        history["eval_loss"].append(evaluate_sft_loss(model, tokenizer, eval_texts, max_length, eval_batch_size, device=device))
         history["final_eval_loss"] = history["eval_loss"][-1]
         # the same measurement on as many *training* texts: train vs held-out, no batch noise
         history["final_train_eval_loss"] = evaluate_sft_loss(
-            model, tokenizer, texts[: len(eval_texts)], max_length, device=device)
+            model, tokenizer, texts[: len(eval_texts)], max_length, eval_batch_size, device=device)
     history["seconds"] = time.perf_counter() - start_time
     return history

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from helpers.cache import build_artifact, fingerprint, is_built
 from helpers.config import cache_dir, torch_threads
-from helpers.profiles import choose_profile, world_sizes
+from helpers.profiles import SFT_EVAL_SIZES, choose_profile, sizes, world_sizes
 from helpers.rewards import DEFAULT_CLASSIFIER, RewardFn, make_reward_fn
 
 # Bump to invalidate every cached world (e.g. when how a stage is built changes): every stage's
@@ -124,10 +124,18 @@ class World:
         return "\n".join(f"{k:>15}: {v}" for k, v in asdict(self).items())
 
 
+def default_root(profile: str) -> Path:
+    """``cache_dir()/<profile>``; under ``DPO_SCALE=smoke``, ``cache_dir()/<profile>-smoke``, so a
+    rehearsal's shrunken models never overwrite the real ones."""
+    from helpers.profiles import scale
+
+    return cache_dir() / (profile if scale() == "full" else f"{profile}-{scale()}")
+
+
 def tiny_world(root: str | os.PathLike | None = None, **overrides) -> World:
     """The offline world. ``root`` defaults to ``cache_dir()/"tiny"``; tests pass a temporary folder
     and smaller sizes (``n_reviews=2000, sft_steps=20``)."""
-    root_path = Path(root) if root is not None else cache_dir() / "tiny"
+    root_path = Path(root) if root is not None else default_root("tiny")
     root_path = root_path.expanduser().resolve()
     corpus = root_path / "corpus"
     world = World(
@@ -151,7 +159,7 @@ def gpt2_world(root: str | os.PathLike | None = None, reward: str = DEFAULT_CLAS
     """GPT-2 (124 M) + IMDb + a sentiment classifier. SFT on IMDb ``train`` reviews (cut to 128
     tokens), pair prompts from ``unsupervised`` (50 k unlabelled reviews), evaluation prompts from
     ``test``."""
-    root_path = Path(root) if root is not None else cache_dir() / "gpt2"
+    root_path = Path(root) if root is not None else default_root("gpt2")
     world = World(
         profile="gpt2",
         root=str(root_path.expanduser().resolve()),
@@ -166,6 +174,16 @@ def gpt2_world(root: str | os.PathLike | None = None, reward: str = DEFAULT_CLAS
         **world_sizes("gpt2"),
     )
     return replace(world, **overrides)
+
+
+def saved_results_world() -> World:
+    """The world the saved results in ``data/`` (``frontier.json``, ``dpo_diagnosis.json``) were
+    made on: the tiny world at its full sizes, whatever ``DPO_SCALE`` says."""
+    import copy
+
+    from helpers.profiles import WORLD_SIZES
+
+    return tiny_world(cache_dir() / "tiny", **copy.deepcopy(WORLD_SIZES["tiny"]))
 
 
 def get_world(profile: str | None = None, **overrides) -> World:
@@ -431,8 +449,7 @@ def load_base_model(world: World, device=None):
     return model.to(device) if device is not None else model
 
 
-def build_sft_model(world: World, force: bool = False, device=None, progress: bool = True,
-                    n_eval: int = 500) -> dict | None:
+def build_sft_model(world: World, force: bool = False, device=None, progress: bool = True) -> dict | None:
     """Fine-tune the base model on the ``sft_split`` reviews (``helpers.sft.train_sft``) and save it
     to ``world.sft_dir`` together with the tokenizer and ``sft_history.json``.
 
@@ -448,11 +465,13 @@ def build_sft_model(world: World, force: bool = False, device=None, progress: bo
     tok = load_tokenizer(world)
     model = load_base_model(world, device=device)
     texts = load_reviews(world, world.sft_split)
-    eval_texts = load_reviews(world, world.eval_split)[:n_eval]
+    held_out = sizes(SFT_EVAL_SIZES, world.profile)
+    eval_texts = load_reviews(world, world.eval_split)[:held_out["n_eval_texts"]]
     with build_threads(device):
         result = train_sft(model, tok, texts, steps=world.sft_steps, batch_size=world.sft_batch_size,
                            lr=world.sft_lr, max_length=world.sft_max_length, seed=world.seed,
-                           eval_texts=eval_texts, device=device, progress=progress)
+                           eval_texts=eval_texts, device=device, progress=progress,
+                           eval_batch_size=held_out["eval_batch_size"])
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)

@@ -162,11 +162,10 @@ def _apply_profile(args) -> None:
     if args.data is None:
         # exactly the pairs the notebooks use (helpers.pairs' defaults), never a leftover of a killed
         # build or a set of other settings lying in the same folder
-        from helpers.cache import is_built
-        from helpers.pairs import pairs_path, pairs_spec
+        from helpers.pairs import pairs_are_built, pairs_path
 
         path = pairs_path(world)
-        if not is_built(path, pairs_spec(world, 1000, 4, 0)):
+        if not pairs_are_built(world):
             raise SystemExit(f"--profile {args.profile}: the pairs are not built ({path}); build them with "
                              f"`python -m helpers.build build`, or give --data")
         args.data = str(path / "dataset")

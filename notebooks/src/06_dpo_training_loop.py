@@ -459,9 +459,9 @@ for name, r in results.items():
 # %%
 # NBVAL_IGNORE_OUTPUT
 from helpers.config import DATA_DIR
-from helpers.world import load_world_results, tiny_world
+from helpers.world import load_world_results, saved_results_world
 
-diagnosis = load_world_results(DATA_DIR / "dpo_diagnosis.json", tiny_world(), "python scripts/diagnose_dpo.py")
+diagnosis = load_world_results(DATA_DIR / "dpo_diagnosis.json", saved_results_world(), "python scripts/diagnose_dpo.py")
 by_lr = sorted([r for r in diagnosis["rows"] if r["group"] in ("today", "optimisation") and r["label"].startswith(("lr", "notebook"))],
                key=lambda r: r["lr"])
 print(f"{'lr':>8} {'reward':>15} {'KL (nats)':>10} {'length':>7} {'EOS':>5} {'of pi*':>7}  (tiny world)")

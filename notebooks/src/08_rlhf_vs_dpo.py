@@ -359,7 +359,7 @@ for name, model in [("SFT", sft)] + [(m.upper() + f" ({len(live[m]['history'])} 
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from helpers.world import load_world_results, tiny_world
+from helpers.world import load_world_results, saved_results_world
 
 RUN_SWEEP = False
 if RUN_SWEEP:
@@ -369,7 +369,7 @@ if RUN_SWEEP:
     from helpers.config import REPO_ROOT
 
     subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "run_frontier.py")], check=True)
-sweep_world = tiny_world()  # the world scripts/run_frontier.py sweeps
+sweep_world = saved_results_world()  # the world scripts/run_frontier.py sweeps
 frontier = load_world_results(DATA_DIR / "frontier.json", sweep_world,
                               "python scripts/run_frontier.py --jobs 2  # about an hour on 2 cores")
 WORLD_LABEL = "tiny world" + ("" if world.profile == "tiny" else f" (this notebook runs {world.profile}; the sweep is tiny's)")

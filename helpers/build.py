@@ -1,6 +1,7 @@
-"""Build the whole tiny world in one command, and report its numbers.
+"""Build a world in one command, fetch what the gpt2 profile loads, and report a world's numbers.
 
-    python -m helpers.build build [--force] [--no-pairs]
+    python -m helpers.build build [--profile tiny|gpt2] [--force] [--no-pairs]
+    python -m helpers.build download [--profile gpt2]   # online, once: fills the Hugging Face caches
     python -m helpers.build report
 
 The top of the stack: it calls ``helpers.world`` (corpus, tokenizer, models) and ``helpers.pairs``
@@ -23,6 +24,8 @@ from helpers.world import (
     build_tokenizer,
     get_prompts,
     get_reward_fn,
+    get_world,
+    load_base_model,
     load_reviews,
     load_sft_history,
     load_sft_model,
@@ -102,19 +105,68 @@ def world_report(world: World, n_prompts: int = 200, n_samples_per_prompt: int =
     }
 
 
+def download_world(world: World) -> list[str]:
+    """Load everything ``world`` loads from the hub, through the notebooks' own calls
+    (``from_pretrained(name)``, ``load_dataset(name, split=...)``, the reward ``pipeline``): online
+    this fills the Hugging Face caches (``$HF_HOME``) so that later runs need no network; offline
+    (``HF_HUB_OFFLINE=1``) it checks that a prepared machine has them all.
+
+    Returns:
+        the names of what could not be loaded (empty: all there), each printed with the error.
+    """
+    if world.profile == "tiny":
+        print("the tiny profile loads nothing from the hub (it builds its world here)")
+        return []
+    items = [(f"tokenizer {world.tokenizer_name}", lambda: f"{len(load_tokenizer(world))} tokens"),
+             (f"model {world.base_model}", lambda: f"{load_base_model(world).num_parameters() / 1e6:.1f} M parameters")]
+    for split in dict.fromkeys((world.sft_split, world.pairs_split, world.eval_split)):
+        items.append((f"dataset {world.dataset_name} [{split}]",
+                      lambda split=split: f"{len(load_reviews(world, split))} reviews"))
+    items.append((f"reward {world.reward}",
+                  lambda: f"scores {get_reward_fn(world, device='cpu')(['A wonderful film.'])[0]:+.2f} for 'A wonderful film.'"))
+    missing = []
+    for name, load in items:
+        start = time.perf_counter()
+        try:
+            what = load()
+        except Exception as e:  # noqa: BLE001 -- reported by name, then the command fails
+            missing.append(name)
+            print(f"  MISSING {name}: {type(e).__name__}: {str(e).splitlines()[0][:300]}", flush=True)
+            continue
+        print(f"  ok      {name}: {what} ({time.perf_counter() - start:.1f} s)", flush=True)
+    import datasets
+    import huggingface_hub.constants
+
+    print(f"hub cache: {huggingface_hub.constants.HF_HUB_CACHE}\ndatasets cache: {datasets.config.HF_DATASETS_CACHE}")
+    return missing
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m helpers.build",
                                      description="Build the tiny world into helpers.config.cache_dir().")
-    parser.add_argument("command", choices=["build", "report"],
-                        help="build: every missing stage (and print timings); report: print its numbers as JSON")
+    parser.add_argument("command", choices=["build", "download", "report"],
+                        help="build: every missing stage (and print timings); download: fetch (online) or check "
+                             "(offline) everything the profile loads from the hub; report: a world's numbers as JSON")
+    parser.add_argument("--profile", choices=["tiny", "gpt2"], default=None,
+                        help="the world (default: tiny, or gpt2 for download)")
     parser.add_argument("--force", action="store_true", help="rebuild every stage from nothing")
     parser.add_argument("--no-pairs", action="store_true", help="stop after the SFT model")
     args = parser.parse_args(argv)
-    set_hub_offline()
+    profile = args.profile or ("gpt2" if args.command == "download" else "tiny")
+    if profile == "tiny":
+        set_hub_offline()
+    world = get_world(profile)
     if args.command == "build":
-        build_world(tiny_world(), force=args.force, pairs=not args.no_pairs)
+        build_world(world, force=args.force, pairs=not args.no_pairs)
+    elif args.command == "download":
+        missing = download_world(world)
+        if missing:
+            raise SystemExit(f"{len(missing)} of what the {profile} profile loads could not be loaded: "
+                             + "; ".join(missing) + ". Run this command once on a machine with internet "
+                             "(without HF_HUB_OFFLINE), then copy $HF_HOME over.")
+        print(f"everything the {profile} profile loads is in the caches: set HF_HUB_OFFLINE=1 DPO_PROFILE={profile}")
     else:
-        print(json.dumps(world_report(tiny_world()), indent=1))
+        print(json.dumps(world_report(world), indent=1))
 
 
 if __name__ == "__main__":

@@ -72,34 +72,59 @@ SFT_DEMO_SIZES = {
 
 # Notebook 08's live RLHF section: the learned reward model, then a short PPO and RLOO run with the
 # same budget (16 samples per iteration, 4 epochs x 2 mini-batches of 8 sequences), then a small
-# evaluation. gpt2: not chosen for GPT-2 124M yet -- these are the tiny sizes (issue #12).
+# evaluation. gpt2: the reward model (a GPT-2 124M backbone from SFT) at lr 1e-5 -- InstructGPT's
+# reward models used 9e-6 (Ouyang et al. 2022, appendix C); tiny's 2e-3 suits a 1 M-parameter model
+# trained from SFT in seconds, not a pretrained 124M one. PPO/RLOO at lr 1.41e-5, the learning
+# rate of TRL's GPT-2 IMDb-sentiment PPO example (gpt2-sentiment), the classic run of this very task.
 RLHF_SIZES = {
-    "tiny": dict(reward_model=dict(steps=300), n_train_prompts=256, n_eval_prompts=100, steps=12,
+    "tiny": dict(reward_model=dict(steps=300, lr=2e-3, batch_size=32), n_train_prompts=256, n_eval_prompts=100,
+                 steps=12,
                  ppo=dict(beta=0.1, lr=1e-4, batch_size=16, mini_batch_size=8, ppo_epochs=4),
                  rloo=dict(beta=0.1, lr=1e-4, batch_size=4, rloo_k=4, mini_batch_size=2, rloo_epochs=4),
                  n_check_prompts=32, check_samples=2),
+    "gpt2": dict(reward_model=dict(steps=300, lr=1e-5, batch_size=32), n_train_prompts=256, n_eval_prompts=100,
+                 steps=12,
+                 ppo=dict(beta=0.1, lr=1.41e-5, batch_size=16, mini_batch_size=8, ppo_epochs=4),
+                 rloo=dict(beta=0.1, lr=1.41e-5, batch_size=4, rloo_k=4, mini_batch_size=2, rloo_epochs=4),
+                 n_check_prompts=32, check_samples=2),
 }
-RLHF_SIZES["gpt2"] = RLHF_SIZES["tiny"]
 
-# ``scripts/run_frontier.py``'s sweep (notebook 08's frontier), tiny world only. Its DPO runs are
-# notebook 07's beta-sweep runs (DPO_SIZES: ``sweep_lr``, ``max_steps`` etc.), so they are read
-# from there, not copied. PPO and RLOO get the same samples (32 per iteration) and the same number
-# of updates (4 epochs x 4 mini-batches of 8 sequences); RLOO's 32 samples are 8 prompts x k = 4.
-FRONTIER_SIZES = {
-    "tiny": dict(n_eval_prompts=100, eval_samples=4, n_train_prompts=1000, rl_steps=80,
-                 rl=dict(lr=1e-4, batch_size=32, mini_batch_size=8, ppo_epochs=4, max_new_tokens=40,
-                         temperature=1.0),
+# ``scripts/run_frontier.py``'s sweep (notebook 08's frontier). Its DPO runs are notebook 07's
+# beta-sweep runs (DPO_SIZES: ``sweep_lr``, ``max_steps`` etc.), and its reward model is notebook
+# 08's (RLHF_SIZES), so they are read from there, not copied. tiny: PPO and RLOO get the same samples
+# (32 per iteration) and the same number of updates (4 epochs x 4 mini-batches of 8 sequences);
+# RLOO's 32 samples are 8 prompts x k = 4. gpt2: a reduced sweep (one beta per RL method, two for
+# DPO, 40 RL iterations, 64 evaluation prompts), sized to run live in notebook 08 on one GPU
+# (benchmarks/RESULTS.md, "T4, computed"); the same shapes otherwise.
+
+
+def _frontier_sizes(profile: str, **changes) -> dict:
+    dpo = DPO_SIZES[profile]
+    table = dict(n_eval_prompts=100, eval_samples=4, n_train_prompts=1000, rl_steps=80,
+                 rl=dict(lr=1e-4, batch_size=32, mini_batch_size=8, ppo_epochs=4,
+                         max_new_tokens=WORLD_SIZES[profile]["max_new_tokens"], temperature=1.0),
                  rloo=dict(batch_size=8, mini_batch_size=2, rloo_k=4, rloo_epochs=4),
                  ppo_betas=[0.03, 0.1, 0.3, 1.0], rloo_betas=[0.03, 0.1, 0.3, 1.0],
                  ppo_gt_betas=[0.03, 0.1, 0.3, 1.0], dpo_betas=[0.05, 0.1, 0.3, 1.0],
                  **{"dpo_lr1e-4_betas": [0.1, 0.3, 1.0]},
-                 dpo={k: DPO_SIZES["tiny"][k] for k in ("batch_size", "max_steps", "warmup_steps", "max_length",
-                                                        "max_prompt_length")} | {"lr": DPO_SIZES["tiny"]["sweep_lr"]},
-                 bon_ns=[1, 2, 4, 8, 16], rm=dict(steps=RLHF_SIZES["tiny"]["reward_model"]["steps"]),
+                 dpo={k: dpo[k] for k in ("batch_size", "gradient_accumulation_steps", "max_steps", "warmup_steps",
+                                          "max_length", "max_prompt_length")} | {"lr": dpo["sweep_lr"]},
+                 bon_ns=[1, 2, 4, 8, 16], rm=dict(RLHF_SIZES[profile]["reward_model"]),
                  # the optimum pi*_beta, estimated from this many SFT samples per evaluation prompt
                  # (helpers.optimum): it reaches at most log M nats, ~5.5 at M = 256
                  optimum_samples=256, optimum_betas=[0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7,
-                                                     1.0, 2.0]),
+                                                     1.0, 2.0])
+    return table | changes
+
+
+FRONTIER_SIZES = {
+    "tiny": _frontier_sizes("tiny"),
+    "gpt2": _frontier_sizes(
+        "gpt2", n_eval_prompts=64, rl_steps=40,
+        rl=dict(lr=RLHF_SIZES["gpt2"]["ppo"]["lr"], batch_size=32, mini_batch_size=8, ppo_epochs=4,
+                max_new_tokens=WORLD_SIZES["gpt2"]["max_new_tokens"], temperature=1.0),
+        ppo_betas=[0.1], rloo_betas=[0.1], ppo_gt_betas=[0.1], dpo_betas=[0.1, 0.5], **{"dpo_lr1e-4_betas": []},
+        optimum_samples=64, optimum_betas=[0.05, 0.1, 0.2, 0.5, 1.0, 2.0]),
 }
 
 

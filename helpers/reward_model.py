@@ -311,7 +311,8 @@ class NormalisedReward:
         return ((raw - self.mean) / self.std).tolist()
 
 
-def load_or_train_pair_reward_model(world, steps: int = 300, test_frac: float = 0.1, n_norm: int = 256,
+def load_or_train_pair_reward_model(world, steps: int = 300, lr: float = 2e-3, batch_size: int = 32,
+                                    test_frac: float = 0.1, n_norm: int = 256,
                                     seed: int = 0, force: bool = False, device=None, path=None):
     """RLHF's reward model, fit to *the same preference pairs DPO trains on*, normalised on SFT samples.
 
@@ -321,6 +322,8 @@ def load_or_train_pair_reward_model(world, steps: int = 300, test_frac: float = 
     on), whose pairs measure the held-out accuracy. A ``helpers.cache`` artifact under
     ``world.root/rlhf_reward_model/`` named by every argument and the pairs' fingerprint (or at
     ``path``, still checked against that spec): a changed argument trains a new model.
+
+    ``steps``, ``lr``, ``batch_size``: ``train_reward_model``'s (sizes: ``helpers.profiles.RLHF_SIZES``).
 
     Returns:
         reward: ``NormalisedReward`` -- ``reward(texts) -> list[float]`` (prompt + response texts),
@@ -335,14 +338,15 @@ def load_or_train_pair_reward_model(world, steps: int = 300, test_frac: float = 
     tok = load_tokenizer(world)
     pairs = get_preference_pairs(world, progress=False)
     spec = {"artifact": "pair reward model", "world": world_spec(world), "pairs": records_fingerprint(pairs),
-            "steps": steps, "test_frac": test_frac, "n_norm": n_norm, "seed": seed}
+            "steps": steps, "lr": lr, "batch_size": batch_size, "test_frac": test_frac, "n_norm": n_norm,
+            "seed": seed}
     folder = Path(path) if path is not None else artifact_path(Path(world.root) / "rlhf_reward_model", "rm", spec)
 
     def train(tmp: Path) -> None:
         train_pairs, test_pairs = split_pairs(pairs, test_frac, seed=0)
         train_pairs, test_pairs = [dict(r) for r in train_pairs], [dict(r) for r in test_pairs]
         model = build_reward_model(backbone=world.sft_dir, seed=seed).to(device or "cpu")
-        history = train_reward_model(model, tok, train_pairs, steps=steps, seed=seed)
+        history = train_reward_model(model, tok, train_pairs, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
         result = evaluate_pairs(model, tok, test_pairs)
         # normalisation constants from fresh SFT samples on pair-split prompts
         sft = load_sft_model(world, device=device)

@@ -36,10 +36,15 @@ import torch  # noqa: E402
 from helpers import reward_model as rm_mod  # noqa: E402
 from helpers import rlhf  # noqa: E402
 from helpers.cache import artifact_path, build_artifact, fingerprint, is_built  # noqa: E402
-from helpers.config import cache_dir, seed_everything  # noqa: E402
+from helpers.config import cache_dir, get_device, seed_everything  # noqa: E402
 from helpers.world import world_fingerprint  # noqa: E402
 
 DEFAULT_OUT = ROOT / "data" / "frontier.json"
+
+
+def default_out(profile: str) -> Path:
+    """``data/frontier.json`` (tiny, notebook 08's saved sweep) or ``data/frontier_<profile>.json``."""
+    return DEFAULT_OUT if profile == "tiny" else DEFAULT_OUT.with_name(f"frontier_{profile}.json")
 WORD = re.compile(r"[a-z']+")
 
 
@@ -47,11 +52,12 @@ WORD = re.compile(r"[a-z']+")
 # settings
 
 
-def settings(quick: bool) -> dict:
-    """The sweep's sizes (``helpers.profiles.FRONTIER_SIZES``), shrunk for ``--quick``."""
+def settings(quick: bool, profile: str = "tiny") -> dict:
+    """The sweep's sizes (``helpers.profiles.FRONTIER_SIZES[profile]``), shrunk for ``--quick``."""
     from helpers.profiles import FRONTIER_SIZES, sizes
 
-    s = sizes(FRONTIER_SIZES, "tiny")
+    s = sizes(FRONTIER_SIZES, profile)
+    s["profile"] = profile
     if quick:
         s.update(n_eval_prompts=16, eval_samples=2, n_train_prompts=64, rl_steps=2,
                  ppo_betas=[0.1], rloo_betas=[0.1], ppo_gt_betas=[0.1], dpo_betas=[0.5], bon_ns=[1, 2, 4])
@@ -65,14 +71,16 @@ def settings(quick: bool) -> dict:
 
 
 def sweep_world(s: dict):
-    """The tiny world of the notebooks -- or, with ``--sft-steps``, a world of its own in another
-    folder, so the sweep never replaces the SFT model notebooks 04-08 use."""
-    from helpers.world import tiny_world
+    """The world of the notebooks for ``s["profile"]`` -- or, with ``--sft-steps``, a world of its
+    own in another folder, so the sweep never replaces the SFT model notebooks 04-08 use."""
+    from helpers.world import default_root, get_world
 
+    world = get_world(s["profile"])
     steps = s.get("sft_steps")
-    if steps and steps != tiny_world().sft_steps:
-        return tiny_world(cache_dir() / f"tiny-sft{steps}", sft_steps=steps)
-    return tiny_world()
+    if steps and steps != world.sft_steps:
+        return get_world(s["profile"], root=default_root(s["profile"]).with_name(f"{world.profile}-sft{steps}"),
+                         sft_steps=steps)
+    return world
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,7 +92,7 @@ def world_parts(s: dict):
 
     world = sweep_world(s)
     tok = load_tokenizer(world)
-    sft = load_sft_model(world)
+    sft = load_sft_model(world, device=get_device())  # DPO_DEVICE, else CUDA when present
     train_prompts = get_prompts(world, world.pairs_split, s["n_train_prompts"], seed=0, tokenizer=tok)
     eval_prompts = get_prompts(world, world.eval_split, s["n_eval_prompts"], seed=0, tokenizer=tok)
     return world, tok, sft, train_prompts, eval_prompts, get_reward_fn(world)
@@ -107,7 +115,7 @@ def rm_path(s: dict) -> Path | None:
 
 def get_reward_model(world, s: dict):
     """Train (or load) the Bradley-Terry reward model on the world's pairs; normalised on SFT samples."""
-    return rm_mod.load_or_train_pair_reward_model(world, path=rm_path(s), **s["rm"])
+    return rm_mod.load_or_train_pair_reward_model(world, path=rm_path(s), device=get_device(), **s["rm"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +187,7 @@ def run_one(method: str, beta: float, s: dict) -> dict:
 
     seed_everything(0)
     world, tok, sft, train_prompts, eval_prompts, gt_reward = world_parts(s)
-    policy = type(sft).from_pretrained(world.sft_dir).eval()
+    policy = type(sft).from_pretrained(world.sft_dir).eval().to(sft.device)
     eos, pad = tok.eos_token_id, tok.pad_token_id
     result = {"method": method, "beta": beta}
     rm = None
@@ -345,13 +353,15 @@ def main() -> None:
     ap.add_argument("--one", nargs=2, metavar=("METHOD", "BETA"), help=argparse.SUPPRESS)
     ap.add_argument("--only", nargs="*", default=None, help="methods to run (PPO RLOO PPO-GT DPO BoN)")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (wall times then include contention)")
-    ap.add_argument("--sft-steps", type=int, default=None, help="override the world's SFT steps (tiny)")
+    ap.add_argument("--sft-steps", type=int, default=None, help="override the world's SFT steps")
+    ap.add_argument("--profile", choices=["tiny", "gpt2"], default="tiny",
+                    help="the world to sweep (gpt2: the reduced sweep of FRONTIER_SIZES['gpt2'], on a GPU)")
     args = ap.parse_args()
-    os.environ.setdefault("DPO_PROFILE", "tiny")
     from helpers.profiles import set_hub_offline
 
-    set_hub_offline()
-    s = settings(args.quick)
+    if args.profile == "tiny":
+        set_hub_offline()
+    s = settings(args.quick, args.profile)
     s["quick"] = args.quick
     s["sft_steps"] = args.sft_steps
     if args.one:
@@ -359,7 +369,7 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
     out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "frontier_quick.json" if args.quick
-                                           else DEFAULT_OUT)
+                                           else default_out(args.profile))
     previous = json.loads(out.read_text()) if out.exists() else {}
     if previous.get("world_fingerprint") != world_fingerprint(sweep_world(s)):
         previous = {}  # results of another world are never merged into this one's
@@ -390,7 +400,8 @@ def main() -> None:
             method, beta = pending.pop(0)
             if is_built(run_path(method, beta), run_spec(method, beta)):
                 continue
-            cmd = [sys.executable, __file__, "--one", method, str(beta)] + (["--quick"] if args.quick else []) + \
+            cmd = [sys.executable, __file__, "--one", method, str(beta), "--profile", args.profile] + \
+                (["--quick"] if args.quick else []) + \
                 (["--sft-steps", str(args.sft_steps)] if args.sft_steps else [])
             procs[(method, beta)] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
                                      time.perf_counter())

@@ -15,7 +15,7 @@ What each stand-in keeps of the real artifact, and what it shrinks:
 * ``stanfordnlp/imdb`` -- splits ``train``/``test``/``unsupervised``, columns ``text``/``label``
   (``ClassLabel(neg, pos)``, ``-1`` in ``unsupervised``), ``<br />`` line breaks, reviews long enough
   to be truncated at 128 tokens; the texts are the course's generated reviews, glued into long
-  ones, labelled by VADER. Written as the datasets cache that a real download leaves
+  ones of one leaning (VADER's sign), labelled by it. Written as the datasets cache that a real download leaves
   (``stanfordnlp___imdb/plain_text/0.0.0/<commit>/imdb-<split>.arrow``).
 * ``lvwerra/distilbert-imdb`` -- a small DistilBERT sequence classifier with labels
   ``NEGATIVE``/``POSITIVE`` and a WordPiece tokenizer, trained for a few seconds on the stand-in
@@ -99,22 +99,25 @@ def write_gpt2(hf_home: Path, tokenizer) -> None:
 
 
 def imdb_texts(seed: int = 0) -> dict[str, list[dict]]:
-    """IMDb-shaped records: long reviews (3-12 generated reviews joined by ``<br /><br />``)."""
+    """IMDb-shaped records: long reviews of one leaning (3-12 generated reviews of the same VADER
+    sign, at most one of the other, joined by ``<br /><br />``), labelled by that leaning."""
     from helpers.corpus import generate_reviews
     from helpers.rewards import vader_reward
 
     rng = random.Random(seed)
     need = {s: SIZES[s] for s in ("train", "test", "unsupervised")}
-    pool = generate_reviews(12 * sum(need.values()), seed=seed)
-    out, i = {}, 0
+    pool = generate_reviews(16 * sum(need.values()), seed=seed)
+    scores = vader_reward(pool)
+    by_sign = {1: [t for t, v in zip(pool, scores) if v > 0.3], 0: [t for t, v in zip(pool, scores) if v < -0.3]}
+    out = {}
     for split, n in need.items():
         records = []
         for _ in range(n):
-            k = rng.randint(3, 12)
-            parts, i = pool[i:i + k], i + k
-            text = "<br /><br />".join(parts)
-            label = -1 if split == "unsupervised" else int(vader_reward([text])[0] > 0)
-            records.append({"text": text, "label": label})
+            label = rng.randint(0, 1)
+            parts = [by_sign[label].pop() for _ in range(rng.randint(3, 12))]
+            if rng.random() < 0.3:  # a dissenting sentence, as real reviews have
+                parts.insert(rng.randrange(len(parts)), by_sign[1 - label].pop())
+            records.append({"text": "<br /><br />".join(parts), "label": -1 if split == "unsupervised" else label})
         out[split] = records
     return out
 
@@ -122,9 +125,9 @@ def imdb_texts(seed: int = 0) -> dict[str, list[dict]]:
 def write_imdb(hf_home: Path, records: dict[str, list[dict]], scratch: Path) -> None:
     """The datasets cache a real ``load_dataset("stanfordnlp/imdb")`` leaves, for offline reloads."""
     import datasets
-    from datasets.packaged_modules.parquet.parquet import Parquet
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from datasets.packaged_modules.parquet.parquet import Parquet
 
     scratch.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -160,11 +163,7 @@ def write_classifier(hf_home: Path, records: dict[str, list[dict]], scratch: Pat
 
     from helpers.world import _clean_review
 
-    # trained on the single reviews each long one is made of (a clean signal), tested on whole ones
-    from helpers.rewards import vader_reward
-
-    parts = [p for r in records["train"] for p in r["text"].split("<br /><br />")]
-    train = [(p, int(v > 0)) for p, v in zip(parts, vader_reward(parts)) if abs(v) > 0.3]
+    train = [(_clean_review(r["text"]), r["label"]) for r in records["train"]]
     test = [(_clean_review(r["text"]), r["label"]) for r in records["test"]]
     wp = BertWordPieceTokenizer(lowercase=True)
     wp.train_from_iterator([t for t, _ in train], vocab_size=2_000, min_frequency=2)

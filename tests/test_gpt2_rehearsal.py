@@ -46,7 +46,7 @@ def test_standins_are_faithful(rehearsal_env):
     """The stand-ins keep what the gpt2 road depends on: GPT-2's ids, IMDb's shape, a 2-label head."""
     env, facts = rehearsal_env
     assert facts["share_over_128_tokens"] > 0.3  # long reviews: SFT texts get cut at 128 tokens
-    assert facts["classifier_test_accuracy"] > 0.55  # better than a coin on held-out reviews
+    assert facts["classifier_test_accuracy"] > 0.8  # its log-odds track the held-out labels
 
 
 def _outputs_text(nb) -> str:
@@ -67,7 +67,8 @@ EXPECT = {
     "05_sft_reference.ipynb": ["profile gpt2"],
     "06_dpo_training_loop.ipynb": ["profile gpt2"],
     "07_implicit_rewards.ipynb": ["profile gpt2"],
-    "08_rlhf_vs_dpo.ipynb": ["profile: gpt2"],
+    # 08 under gpt2 sweeps the gpt2 world itself (reduced, live), never shows tiny's sweep as its own
+    "08_rlhf_vs_dpo.ipynb": ["profile: gpt2", "on the gpt2 world, reduced sweep run in this notebook"],
 }
 
 

@@ -338,43 +338,70 @@ for name, model in [("SFT", sft)] + [(m.upper() + f" ({len(live[m]['history'])} 
 # ## 4 · The frontier: every method, a few beta, the same evaluation
 #
 # Each point below is one trained policy (or best-of-N), evaluated by
-# `helpers.evaluate.evaluate_policy` on the same 100 held-out prompts x 4 samples: mean ground-truth
-# reward (VADER) and the sequence KL(pi || pi_ref), with standard errors over prompts. Best-of-N has
-# no tractable KL; it is plotted at the upper bound log N - (N-1)/N (Beirami et al. 2024).
-# PPO, PPO-GT and RLOO: lr 1e-4, 80 iterations of 32 fresh samples (4 epochs, mini-batches of 8).
-# DPO: 120 steps of 32 pairs (the 90% of the pairs the reward model also trained on) at lr 3e-4
-# (notebooks 06-07's first setting) and, as *DPO-lr1e-4*, at the 1e-4 those notebooks settled on.
+# `helpers.evaluate.evaluate_policy` on the same held-out prompts (in the tiny sweep: 100 x 4
+# samples; the sizes of the sweep shown are printed below it): mean ground-truth
+# reward (the world's ground truth: VADER in tiny) and the sequence KL(pi || pi_ref), with standard
+# errors over prompts. Best-of-N has no tractable KL; it is plotted at the upper bound
+# log N - (N-1)/N (Beirami et al. 2024). The tiny sweep: PPO, PPO-GT and RLOO at lr 1e-4, 80
+# iterations of 32 fresh samples (4 epochs, mini-batches of 8); DPO 120 steps of 32 pairs (the 90%
+# of the pairs the reward model also trained on) at lr 3e-4 (notebooks 06-07's first setting) and,
+# as *DPO-lr1e-4*, at the 1e-4 those notebooks settled on (`helpers.profiles.FRONTIER_SIZES`).
 #
 # The grey curve is the optimum $\pi^*_\beta$ on the same prompts (notebook 06, "How far from the
-# optimum?"), estimated from 256 SFT samples per prompt: the most reward any policy can have at each
+# optimum?"), estimated from SFT samples per prompt (256 in tiny): the most reward any policy can have at each
 # KL. Each method's point is reported as the fraction of the optimum's reward gain it reaches at its KL.
 #
 # The sweep takes about an hour on 2 CPU cores, so it lives in `scripts/run_frontier.py` and its
 # results in `data/frontier.json`, which records the fingerprint of the world it was made on
 # (`helpers.world.world_fingerprint`: every setting of the corpus, tokenizer, SFT model and pairs).
 # This notebook refuses a sweep of another world. Set `RUN_SWEEP = True` to recompute it (finished
-# runs are kept per world, so an interrupted sweep resumes). The sweep is of the **tiny** world,
-# whatever profile this notebook runs: under `gpt2` this section shows the tiny world's results,
-# labelled as such.
+# runs are kept per world, so an interrupted sweep resumes).
+#
+# The numbers above describe the `tiny` world. **Under `gpt2`** this section shows the `gpt2` world's
+# own sweep: `data/frontier_gpt2.json` if one made on this very world ships with the course, else a
+# *reduced* sweep (`helpers.profiles.FRONTIER_SIZES["gpt2"]`: one beta per RL method, two for DPO)
+# that runs here, live, and is kept in the cache. The first line below says which.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from helpers.world import load_world_results, saved_results_world
+import json
+from pathlib import Path
 
-RUN_SWEEP = False
+from helpers.config import REPO_ROOT
+from helpers.world import load_world_results, saved_results_world, world_fingerprint
+
+
+def made_on(path, w) -> bool:
+    """Is ``path`` a sweep made on world ``w``?"""
+    return Path(path).exists() and json.loads(Path(path).read_text()).get("world_fingerprint") == world_fingerprint(w)
+
+
+RUN_SWEEP = False  # True: recompute this profile's sweep (tiny: about an hour on 2 cores)
+if world.profile == "tiny":
+    sweep_world, frontier_path, how = saved_results_world(), DATA_DIR / "frontier.json", "saved sweep"
+else:
+    sweep_world, frontier_path, how = world, DATA_DIR / f"frontier_{world.profile}.json", "saved sweep"
+    if not made_on(frontier_path, world):  # none shipped for this world: the reduced sweep, here
+        frontier_path, how = Path(world.root) / "frontier.json", "reduced sweep run in this notebook"
+        RUN_SWEEP = RUN_SWEEP or not made_on(frontier_path, world)
 if RUN_SWEEP:
-    import subprocess
-    import sys
-
-    from helpers.config import REPO_ROOT
-
-    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "run_frontier.py")], check=True)
-sweep_world = saved_results_world()  # the world scripts/run_frontier.py sweeps
-frontier = load_world_results(DATA_DIR / "frontier.json", sweep_world,
-                              "python scripts/run_frontier.py --jobs 2  # about an hour on 2 cores")
-WORLD_LABEL = "tiny world" + ("" if world.profile == "tiny" else f" (this notebook runs {world.profile}; the sweep is tiny's)")
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "run_frontier.py"), "--profile", sweep_world.profile,
+           "--out", str(frontier_path)]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:  # each finished run prints one line
+            print(line, end="", flush=True)
+    if proc.returncode:
+        raise RuntimeError(f"the sweep failed ({' '.join(cmd)}): see its output above")
+frontier = load_world_results(frontier_path, sweep_world,
+                              f"python scripts/run_frontier.py --profile {sweep_world.profile} --jobs 2")
+WORLD_LABEL = f"{sweep_world.profile} world, {how}"
 print(f"sweep of {frontier['meta']['date']} on the {WORLD_LABEL}, world fingerprint {frontier['world_fingerprint']}, "
       f"{frontier['meta']['jobs']} runs at a time on {frontier['meta']['cpu_count']} CPU cores")
+METHODS = [m for m in ("PPO", "PPO-GT", "RLOO", "DPO", "DPO-lr1e-4") if any(r["method"] == m for r in frontier["runs"])]
+S = frontier["meta"]["settings"]
+print(f"its sizes: {S['n_eval_prompts']} evaluation prompts x {S['eval_samples']} samples; RL lr {S['rl']['lr']:g}, "
+      f"{S['rl_steps']} iterations of {S['rl']['batch_size']} samples; DPO lr {S['dpo']['lr']:g}, {S['dpo']['max_steps']} "
+      f"steps; pi* from {S['optimum_samples']} SFT samples per prompt")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -416,7 +443,7 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-held = {"PPO": "policy+value head, pi_ref, reward model", "PPO-GT": "policy+value head, pi_ref (+ VADER)",
+held = {"PPO": "policy+value head, pi_ref, reward model", "PPO-GT": "policy+value head, pi_ref (+ true reward)",
         "RLOO": "policy, pi_ref, reward model", "DPO": "policy, pi_ref (log-probs precomputed once)"}
 loc = frontier["lines_of_code"]
 print(f"{'method':7s} {'models in memory':42s} {'lines':>5s} {'train s':>8s} {'state MB':>8s} {'peak +MB':>8s} {'samples':>8s}")
@@ -489,10 +516,8 @@ for r in [sft_row] + runs + [b for b in bon if b["method"] == "BoN (reward model
 from IPython.display import Markdown
 
 hack_lines = []
-for method in ("PPO", "PPO-GT", "RLOO", "DPO", "DPO-lr1e-4"):
+for method in METHODS:
     rows = [r for r in runs if r["method"] == method]
-    if not rows:
-        continue
     r = min(rows, key=lambda x: x["beta"])
     top = overused(r["word_rates"], base, n=3)
     hack_lines.append(f"* **{method}** (beta {r['beta']:g}): length {r['length_mean']:.1f} tokens vs SFT's "
@@ -538,8 +563,7 @@ for i, ex in enumerate(sft_row["examples"][:3]):
 # %%
 # NBVAL_CHECK_OUTPUT
 budgets = (1.0, 3.0, 10.0, 100.0)
-points = {m: [(r["kl_mean"], r["reward_mean"], r["reward_se"]) for r in runs if r["method"] == m]
-          for m in ("PPO", "PPO-GT", "RLOO", "DPO", "DPO-lr1e-4")}
+points = {m: [(r["kl_mean"], r["reward_mean"], r["reward_se"]) for r in runs if r["method"] == m] for m in METHODS}
 for scorer in ("BoN (reward model)", "BoN (ground truth)"):
     points[scorer] = [(b["kl_bound"], b["reward_mean"], b["reward_se"]) for b in bon if b["method"] == scorer]
 print(f"{'method':20s}" + "".join(f"  KL <= {b:<4g}      " for b in budgets))
@@ -562,7 +586,7 @@ for method, pts in points.items():
 # %%
 # NBVAL_CHECK_OUTPUT
 AT = (1.0, 2.0, 3.0)
-curves = {m: [r for r in runs if r["method"] == m] for m in ("PPO", "PPO-GT", "RLOO", "DPO", "DPO-lr1e-4")}
+curves = {m: [r for r in runs if r["method"] == m] for m in METHODS}
 curves.update({s_: [{"kl_mean": b["kl_bound"], "reward_mean": b["reward_mean"], "reward_se": b["reward_se"]}
                     for b in bon if b["method"] == s_] for s_ in ("BoN (reward model)", "BoN (ground truth)")})
 at_kl = {m: [reward_at_kl(pts, kl, base=sft_row) for kl in AT] for m, pts in curves.items()}
@@ -596,7 +620,7 @@ def pct(x):
 
 
 def top_at(kl):
-    trained = {m: at_kl[m][AT.index(kl)][0] for m in ("PPO", "PPO-GT", "RLOO", "DPO", "DPO-lr1e-4")}
+    trained = {m: at_kl[m][AT.index(kl)][0] for m in METHODS}
     trained = {m: v for m, v in trained.items() if not np.isnan(v)}
     return max(trained, key=trained.get) if trained else "none"
 
@@ -607,10 +631,12 @@ far_dpo = max(dpo_runs, key=lambda r: r["kl_mean"])
 best_ppo = max(ppo_runs, key=lambda r: r["reward_mean"])
 bon16 = next(b for b in bon if b["method"] == "BoN (reward model)" and b["N"] == max(x["N"] for x in bon))
 sft_len = sft_row["length_mean"]
+dpo_lr1e4 = (f"DPO at lr 1e-4 {pct(frac_at('DPO-lr1e-4', 1))} / {pct(frac_at('DPO-lr1e-4', 2))} / "
+             f"{pct(frac_at('DPO-lr1e-4', 3))}, " if "DPO-lr1e-4" in curves else "")
 Markdown("\n".join([
     f"* **Against the optimum.** At 1 / 2 / 3 nats DPO (lr {frontier['meta']['settings']['dpo']['lr']:g}) reaches "
     f"{pct(frac_at('DPO', 1))} / {pct(frac_at('DPO', 2))} / {pct(frac_at('DPO', 3))} of the optimum's reward gain, "
-    f"DPO at lr 1e-4 {pct(frac_at('DPO-lr1e-4', 1))} / {pct(frac_at('DPO-lr1e-4', 2))} / {pct(frac_at('DPO-lr1e-4', 3))}, "
+    f"{dpo_lr1e4}"
     f"PPO against the reward model {pct(frac_at('PPO', 1))} / {pct(frac_at('PPO', 2))} / {pct(frac_at('PPO', 3))}, "
     f"PPO on the true reward {pct(frac_at('PPO-GT', 1))} / {pct(frac_at('PPO-GT', 2))} / {pct(frac_at('PPO-GT', 3))}, "
     f"RLOO {pct(frac_at('RLOO', 1))} / {pct(frac_at('RLOO', 2))} / {pct(frac_at('RLOO', 3))}.",
@@ -657,11 +683,12 @@ Markdown("\n".join([
 # optimum estimated on those prompts. *LC* is the length-controlled reward: the reward minus what
 # a reward-on-length regression over SFT samples attributes to length (Park et al. 2024), so a gain
 # that is only length shows up as none. The runs take about half an hour, so the results are saved
-# in `data/dpo_diagnosis.json` with the world's fingerprint (refused if it differs).
+# in `data/dpo_diagnosis.json` with the world's fingerprint (refused if it differs). They are the
+# **tiny** world's, whatever profile this notebook runs (no `gpt2` diagnosis exists yet).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-diagnosis = load_world_results(DATA_DIR / "dpo_diagnosis.json", sweep_world,
+diagnosis = load_world_results(DATA_DIR / "dpo_diagnosis.json", saved_results_world(),
                                "python scripts/diagnose_dpo.py  # about half an hour on 2 cores")
 lc = diagnosis["length_control"]
 print(f"reward per token of length on SFT samples: {lc['slope']:+.4f} (SFT mean length {lc['ref_length']:.1f})")
@@ -709,7 +736,7 @@ ax.errorbar([r["kl_mean"] for r in path], [r["reward_mean"] for r in path], yerr
 ax.set_xscale("symlog", linthresh=1.0)
 ax.set_xlabel("KL(pi || pi_ref) (nats, symlog)")
 ax.set_ylabel("ground-truth reward (mean)")
-ax.set_title(f"DPO variants against the optimum ({WORLD_LABEL})")
+ax.set_title("DPO variants against the optimum (tiny world, saved diagnosis)")
 ax.legend(fontsize=7, loc="lower right")
 plt.tight_layout()
 plt.show()

@@ -156,6 +156,9 @@ def sample_policy(model, tokenizer, prompts: list[str], n_samples_per_prompt: in
     return out
 
 
+LOGITS_BUDGET_BYTES = 2**29  # 512 MiB for one float32 copy of a scoring batch's logits
+
+
 @torch.no_grad()
 def score_responses(model, prompt_ids: list[list[int]], response_ids: list[list[int]],
                     pad_token_id: int, temperature: float = 1.0, batch_size: int = 256,
@@ -163,13 +166,20 @@ def score_responses(model, prompt_ids: list[list[int]], response_ids: list[list[
     """log pi(response | prompt) of each pair of id lists, at ``temperature``.
 
     Rows are right-padded (natural positions, like ``helpers.data``); prompt and padding are
-    labelled -100, so only response tokens (and their EOS) are scored.
+    labelled -100, so only response tokens (and their EOS) are scored. ``batch_size`` rows per
+    forward pass at most, fewer where their logits would pass ``LOGITS_BUDGET_BYTES``.
 
     Returns:
         (N,) float64 numpy array of summed log-probs; with ``per_token`` also a list of N numpy
         arrays of per-token log-probs.
     """
     device = next(model.parameters()).device
+    # float32 logits of a batch are B x T x V x 4 bytes, held about four times over (logits, the
+    # temperature-scaled copy, the log-softmax, its gather): cap B so one copy stays under
+    # LOGITS_BUDGET_BYTES. tiny (V = 1,435): the full 256 rows; GPT-2 (V = 50,257, T = 56): 47.
+    longest = max((len(p) + len(r) for p, r in zip(prompt_ids, response_ids)), default=1)
+    vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else 1
+    batch_size = max(1, min(batch_size, LOGITS_BUDGET_BYTES // (4 * longest * vocab)))
     totals, tokens = [], []
     for start in range(0, len(prompt_ids), batch_size):
         rows = [p + r for p, r in zip(prompt_ids[start:start + batch_size],

@@ -165,3 +165,26 @@ def test_length_controlled_reward_removes_what_length_explains():
     assert length_controlled_reward(0.02 * longer, longer, 0.02, lengths.mean()) == pytest.approx((0.02 * lengths).mean())
     with pytest.raises(ValueError, match="slope is undefined"):
         length_slope([1.0, 2.0], [3, 3])
+
+
+def test_scoring_caps_its_logits_and_scores_the_same(setup, monkeypatch):
+    """A logits budget that allows 3 rows per pass scores exactly as one pass of all rows."""
+    import helpers.evaluate as E
+
+    tok, model, prompts, world = setup
+    prompt_ids = [tok(p)["input_ids"] for p in prompts[:10]]
+    response_ids = [tok(" a fine film, great acting")["input_ids"][: 2 + i % 5] for i in range(10)]
+    whole = score_responses(model, prompt_ids, response_ids, tok.pad_token_id)
+    longest = max(len(p) + len(r) for p, r in zip(prompt_ids, response_ids))
+    seen = []
+    original = model.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["input_ids"].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(E, "LOGITS_BUDGET_BYTES", 3 * 4 * longest * len(tok))
+    monkeypatch.setattr(model, "forward", spy)
+    chunked = score_responses(model, prompt_ids, response_ids, tok.pad_token_id)
+    assert seen == [3, 3, 3, 1]
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)

@@ -88,3 +88,32 @@ def test_notebook_runs_under_gpt2(name, rehearsal_env, monkeypatch):
         assert expected in text, f"{name}: {expected!r} not in its outputs under gpt2"
     assert "profile tiny" not in text and "profile: tiny" not in text, f"{name} ran the tiny profile"
     assert os.environ["DPO_PROFILE"] == "gpt2"
+
+
+def _build_cli(env: dict, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "helpers.build", *args], cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_download_checks_a_prepared_machine_offline(rehearsal_env):
+    """``download`` offline: every item of the gpt2 profile found in the caches (the stand-ins)."""
+    env, _ = rehearsal_env
+    out = _build_cli(env, "download", "--profile", "gpt2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for item in ("tokenizer gpt2: 50257 tokens", "model gpt2", "dataset stanfordnlp/imdb [train]",
+                 "dataset stanfordnlp/imdb [unsupervised]", "dataset stanfordnlp/imdb [test]",
+                 "reward lvwerra/distilbert-imdb"):
+        assert f"ok      {item}" in out.stdout, (item, out.stdout)
+
+
+def test_download_names_what_is_missing(rehearsal_env, tmp_path):
+    """An unprepared machine, offline: the command fails and names each missing artifact."""
+    env, _ = rehearsal_env
+    out = _build_cli({**env, "HF_HOME": str(tmp_path / "empty")}, "download", "--profile", "gpt2")
+    assert out.returncode != 0
+    for item in ("tokenizer gpt2", "model gpt2", "dataset stanfordnlp/imdb [train]", "reward lvwerra/distilbert-imdb"):
+        assert f"MISSING {item}" in out.stdout, (item, out.stdout)
+    assert "could not be loaded" in out.stderr

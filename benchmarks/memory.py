@@ -164,7 +164,7 @@ def report(results: list[dict], args, device: torch.device, notes: list[str]) ->
         row = [r["loop"], r["mode"]]
         row += ([f"{r['cuda_peak_mib']:.0f}"] if cuda else
                 [f"{r['peak_rss_mib']:.0f}", f"{r['baseline_mib']:.0f}", f"{used:.0f}"])
-        row += [f"{used / param_mib:.2f}", f"{r['seconds']:.0f}"]
+        row += [f"{used / param_mib:.2f}", f"{r['seconds']:.2f}"]
         rows.append(row)
     headers = (["loop", "reference", "max_memory_allocated MiB"] if cuda else
                ["loop", "reference", "peak RSS MiB", "baseline MiB", "training MiB (peak - baseline)"])

@@ -46,6 +46,9 @@ GPUS = {
     "L4": dict(tflops=121.0, precision="bf16", bandwidth=300, memory_gib=22.0),
     "A100 40GB": dict(tflops=312.0, precision="bf16", bandwidth=1555, memory_gib=39.4),
 }
+# not used by the course (see notebook 06, "Mixed precision"): what fp16 autocast would give a T4
+T4_FP16 = dict(tflops=65.0, precision="fp16 (not used)", bandwidth=320, memory_gib=15.0)
+BUDGET_JSON = Path(__file__).resolve().parents[1] / "data" / "t4_budget.json"
 TRAIN_EFF = 0.40  # achieved fraction of peak for training/scoring matmuls (our CPU loop: 73% of its matmul peak)
 STEP_OVERHEAD_S = 0.015  # one generate() decode step of GPT-2 small, launch + Python overhead
 GEN_BATCH = 256  # helpers.evaluate.sample_policy's rows per generate call
@@ -128,7 +131,7 @@ def budget(profile: str = "gpt2", quick: bool = False) -> dict[str, dict[str, fl
     n08 = add(rm_train, rl_run(rl["steps"], ppo["batch_size"], ppo["ppo_epochs"]),
               rl_run(rl["steps"], rl["rloo"]["batch_size"] * rl["rloo"]["rloo_k"], rl["rloo"]["rloo_epochs"]),
               sampling(rl["n_check_prompts"] * rl["check_samples"] * 3), rm_train, frontier)  # the sweep's own RM
-    n05 = add(pair_build, {"train": 3 * demo["demo_steps"] * demo["demo_batch_size"] * w["sft_max_length"] * fwd_sft},
+    n05 = add({"train": 3 * demo["demo_steps"] * demo["demo_batch_size"] * w["sft_max_length"] * fwd_sft},
               sampling(demo["n_prompts"] * demo["samples_per_prompt"] * 2, models_scoring=0))
     return {"SFT build (every fresh runtime of 04-08)": sft, "pairs build (fresh runtime of 05-08)": pair_build,
             "04": {"score": 64 * seq * fwd}, "05": n05, "06": n06, "07": n07, "08": n08, "_rebuild": rebuild}
@@ -146,20 +149,31 @@ def minutes(work: dict, gpu: dict) -> float:
     return (compute + decode) / 60
 
 
-def time_table(quick: bool) -> str:
+def time_table(quick: bool, write_json: bool = False) -> str:
     b = budget("gpt2", quick)
     rebuild = b.pop("_rebuild")
-    rows = []
+    gpus = dict(GPUS, **{"T4 fp16": T4_FP16})
+    rows, per_gpu = [], {g: {} for g in gpus}
     for name, work in b.items():
         tflop = (work.get("train", 0) + work.get("score", 0) + work.get("decode_flops", 0)) / 1e12
-        rows.append([name, f"{tflop:,.0f}"] + [f"{minutes(work, g):.1f}" for g in GPUS.values()])
-    # the whole series in fresh runtimes: 04 rebuilds SFT, 05 builds the pairs, 06-08 rebuild both
-    series = {g: minutes(b["SFT build (every fresh runtime of 04-08)"], spec)
-              + sum(minutes(b[nb], spec) for nb in ("04", "05", "06", "07", "08"))
-              + 3 * minutes(rebuild, spec) + minutes(b["pairs build (fresh runtime of 05-08)"], spec)
-              for g, spec in GPUS.items()}
-    rows.append(["04-08, each in a fresh runtime (rebuilds counted)", "-"] + [f"**{v:.0f}**" for v in series.values()])
-    header = ["part", "TFLOP"] + [f"{g} min ({s['precision']}, {s['tflops']:g} TFLOPS)" for g, s in GPUS.items()]
+        for g, spec in gpus.items():
+            per_gpu[g][name] = minutes(work, spec)
+        rows.append([name, f"{tflop:,.0f}"] + [f"{per_gpu[g][name]:.1f}" for g in gpus])
+    sft_name, pairs_name = "SFT build (every fresh runtime of 04-08)", "pairs build (fresh runtime of 05-08)"
+    for g, spec in gpus.items():
+        own = sum(per_gpu[g][nb] for nb in ("04", "05", "06", "07", "08"))
+        # fresh runtimes: 04 builds the SFT model, 05 SFT + pairs, 06-08 both again
+        per_gpu[g]["series, fresh runtimes"] = own + per_gpu[g][sft_name] + 4 * minutes(rebuild, spec)
+        # the SFT model and pairs built once, then loaded (helpers.world.restore_saved_world)
+        per_gpu[g]["series, saved SFT + pairs"] = own + minutes(rebuild, spec)
+    rows.append(["04-08, each in a fresh runtime (rebuilds counted)", "-"]
+                + [f"**{per_gpu[g]['series, fresh runtimes']:.0f}**" for g in gpus])
+    rows.append(["04-08, SFT model + pairs built once and loaded from Drive", "-"]
+                + [f"**{per_gpu[g]['series, saved SFT + pairs']:.0f}**" for g in gpus])
+    if write_json:
+        BUDGET_JSON.write_text(json.dumps({"computed_by": "benchmarks/t4_budget.py", "train_eff": TRAIN_EFF,
+                                           "minutes": per_gpu}, indent=1) + "\n")
+    header = ["part", "TFLOP"] + [f"{g} min ({s['precision']}, {s['tflops']:g} TFLOPS)" for g, s in gpus.items()]
     return md_table(header, rows)
 
 
@@ -167,76 +181,87 @@ def time_table(quick: bool) -> str:
 # memory: one step each, in a fresh process
 
 
-def _gpt2(quick: bool):
+def _gpt2(quick: bool, device="cpu"):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     cfg = GPT2Config(n_layer=2, n_embd=64, n_head=2) if quick else GPT2Config()
-    return GPT2LMHeadModel(cfg)
+    return GPT2LMHeadModel(cfg).to(device)
 
 
-def child(part: str, quick: bool) -> dict:
+def build_step(part: str, quick: bool, device="cpu"):
+    """The models, optimiser and batch of one ``part`` (see ``PARTS``) at the gpt2 sizes, built on
+    ``device``; returns ``step()``, which runs one step of it (``benchmarks/gpu_check.py`` times it)."""
     torch.manual_seed(0)
-    w, d, rl = P.WORLD_SIZES["gpt2"], P.DPO_SIZES["gpt2"], P.RLHF_SIZES["gpt2"]
+    w, d, rl = (P.sizes(table, "gpt2") for table in (P.WORLD_SIZES, P.DPO_SIZES, P.RLHF_SIZES))
     gen, prompt = w["max_new_tokens"], 8
-    baseline = current_rss_mib()
     vocab = 50_257
 
     def ids(b, t):
-        return torch.randint(0, vocab - 1, (b, t))
+        return torch.randint(0, vocab - 1, (b, t), device=device)
 
-    if part == "SFT step (32 x 128)":
+    if part.startswith("SFT step"):
         from helpers.sft import _token_loss_sum
 
-        model = _gpt2(quick).train()
+        model = _gpt2(quick, device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
         x = ids(w["sft_batch_size"], w["sft_max_length"])
         batch = {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x}
-        loss, n = _token_loss_sum(model, batch)
-        (loss / n).backward()
-        opt.step()
+
+        def step():
+            loss, n = _token_loss_sum(model, batch)
+            opt.zero_grad(set_to_none=True)
+            (loss / n).backward()
+            opt.step()
     elif part.startswith("DPO step"):
         from helpers.logprobs import concatenated_forward
 
-        policy = _gpt2(quick).train()
-        ref = _gpt2(quick).eval() if "held" in part else None
+        policy = _gpt2(quick, device).train()
+        ref = _gpt2(quick, device).eval() if "held" in part else None
         opt = torch.optim.AdamW(policy.parameters(), lr=1e-5)
         b, t = d["batch_size"], d["max_length"]
         x = ids(2 * b, t)
         labels = x.clone()
         labels[:, :prompt] = -100
         batch = {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": labels}
-        if ref is not None:
-            with torch.no_grad():
-                ref_c, ref_r = concatenated_forward(ref, batch)
-        else:
-            ref_c = ref_r = torch.zeros(b)
-        pc, pr = concatenated_forward(policy, batch)
-        loss = -torch.nn.functional.logsigmoid(0.1 * ((pc - ref_c) - (pr - ref_r))).mean()
-        loss.backward()
-        opt.step()
-    elif part == "reward model step (32 pairs x 64)":
+        zeros = torch.zeros(b, device=device)
+
+        def step():
+            if ref is not None:
+                with torch.no_grad():
+                    ref_c, ref_r = concatenated_forward(ref, batch)
+            else:
+                ref_c = ref_r = zeros  # precomputed once before training
+            pc, pr = concatenated_forward(policy, batch)
+            loss = -torch.nn.functional.logsigmoid(0.1 * ((pc - ref_c) - (pr - ref_r))).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    elif part.startswith("reward model step"):
         from helpers.reward_model import RewardModel
 
-        model = RewardModel(_gpt2(quick).transformer).train()
+        model = RewardModel(_gpt2(quick, device).transformer).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
         x = ids(2 * rl["reward_model"]["batch_size"], 64)
-        s = model(x, torch.ones_like(x))
-        loss = -torch.nn.functional.logsigmoid(s[0::2] - s[1::2]).mean()
-        loss.backward()
-        opt.step()
-    elif part == "PPO iteration (16 rollouts, minibatch 8)":
+
+        def step():
+            s = model(x, torch.ones_like(x))
+            loss = -torch.nn.functional.logsigmoid(s[0::2] - s[1::2]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    elif part.startswith("PPO iteration"):
         from helpers import rlhf
         from helpers.reward_model import RewardModel
 
-        policy, ref = _gpt2(quick), _gpt2(quick)
-        rm = RewardModel(_gpt2(quick).transformer).eval()
+        policy, ref = _gpt2(quick, device), _gpt2(quick, device)
+        rm = RewardModel(_gpt2(quick, device).transformer).eval()
 
         def score_fn(prompts_ids, responses_ids):
             rows = [p + r for p, r in zip(prompts_ids, responses_ids)]
             t = max(len(r) for r in rows)
-            x = torch.tensor([r + [vocab - 1] * (t - len(r)) for r in rows])
-            mask = torch.tensor([[1] * len(r) + [0] * (t - len(r)) for r in rows])
+            x = torch.tensor([r + [vocab - 1] * (t - len(r)) for r in rows], device=device)
+            mask = torch.tensor([[1] * len(r) + [0] * (t - len(r)) for r in rows], device=device)
             with torch.no_grad():
                 return rm(x, mask).tolist()
 
@@ -244,16 +269,26 @@ def child(part: str, quick: bool) -> dict:
         cfg = rlhf.RLHFConfig(beta=ppo["beta"], lr=ppo["lr"], batch_size=ppo["batch_size"],
                               mini_batch_size=ppo["mini_batch_size"], ppo_epochs=1, max_new_tokens=gen)
         prompts = [ids(1, prompt)[0].tolist() for _ in range(ppo["batch_size"])]
-        rlhf.train_rlhf("ppo", policy, ref, prompts, score_fn, cfg, 1, vocab - 1, vocab - 1, progress=False)
-    elif part == "evaluation scoring (256 x 56)":
+
+        def step():
+            rlhf.train_rlhf("ppo", policy, ref, prompts, score_fn, cfg, 1, vocab - 1, vocab - 1, progress=False)
+    elif part.startswith("evaluation scoring"):
         from helpers.evaluate import score_responses
 
-        model = _gpt2(quick).eval()
+        model = _gpt2(quick, device).eval()
         prompts = [ids(1, prompt)[0].tolist() for _ in range(GEN_BATCH)]
         responses = [ids(1, gen)[0].tolist() for _ in range(GEN_BATCH)]
-        score_responses(model, prompts, responses, vocab - 1, batch_size=GEN_BATCH)
+
+        def step():
+            score_responses(model, prompts, responses, vocab - 1, batch_size=GEN_BATCH)
     else:
         raise ValueError(part)
+    return step
+
+
+def child(part: str, quick: bool) -> dict:
+    baseline = current_rss_mib()
+    build_step(part, quick)()
     return {"part": part, "peak_mib": peak_rss_mib(), "baseline_mib": baseline}
 
 
@@ -293,7 +328,7 @@ def main(argv=None) -> None:
         print(memory_table(args.quick), "\n")
     print(f"## Time per notebook (FLOPs from the sizes; {TRAIN_EFF:.0%} of peak for training and scoring; "
           f"a decode step = max(FLOPs, weights / bandwidth) + {STEP_OVERHEAD_S * 1e3:.0f} ms)\n")
-    print(time_table(args.quick))
+    print(time_table(args.quick, write_json=not args.quick))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -218,7 +219,98 @@ def start_notebook(seed: int = 0):
     device = get_device()
     if world.profile == "tiny" and device.type == "cpu":
         torch.set_num_threads(1)
+    restore_saved_world(world)
+    if world.profile != "tiny" and not stage_is_current(world, world.sft_dir, "sft model"):
+        print(f"the {world.profile} SFT model is not built yet: building it takes {_t4_minutes('SFT build')} on a "
+              f"Colab T4 ({_t4_minutes('pairs build')} more for the pairs). To build it once and reuse it in every "
+              f"fresh runtime: run `helpers.world.save_world(world, folder)` after this notebook (a Google Drive "
+              f"folder in Colab) and set {SAVED_WORLD_ENV}=folder before the next one.")
     return world, device
+
+
+# ----------------------------------------------------------------------------------------------
+# a built world, saved and restored (Colab: every notebook opens a fresh runtime)
+
+SAVED_WORLD_ENV = "DPO_SAVED_WORLD"
+DRIVE_FOLDER = "/content/drive/MyDrive/dpo-from-scratch"  # looked in when Google Drive is mounted in Colab
+
+
+def _t4_minutes(part: str) -> str:
+    """``part``'s computed T4 minutes (``data/t4_budget.json``, by ``benchmarks/t4_budget.py``)."""
+    from helpers.config import DATA_DIR
+
+    try:
+        minutes = json.loads((DATA_DIR / "t4_budget.json").read_text())["minutes"]["T4"]
+        value = next(v for k, v in minutes.items() if k.startswith(part))
+    except (OSError, KeyError, StopIteration, ValueError):
+        return "(no estimate: run benchmarks/t4_budget.py)"
+    return f"about {value:.0f} min (computed, benchmarks/t4_budget.py)"
+
+
+def _world_artifacts(root: Path, world: World) -> list[tuple[Path, dict]]:
+    """Every complete artifact under ``root`` (folders holding ``spec.json``, up to 3 levels deep)
+    made from ``world``: (path relative to ``root``, its spec)."""
+    from helpers.cache import SPEC_FILE
+
+    mine = _spec(world)
+    found = []
+    for depth in ("*", "*/*", "*/*/*"):
+        for spec_file in sorted(root.glob(f"{depth}/{SPEC_FILE}")):
+            try:
+                spec = json.loads(spec_file.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(spec, dict) and spec.get("world") == mine and ".tmp-" not in str(spec_file):
+                found.append((spec_file.parent.relative_to(root), spec))
+    return found
+
+
+def _copy_artifacts(src_root: Path, dst_root: Path, world: World) -> list[str]:
+    """Copy ``world``'s complete artifacts from ``src_root`` to ``dst_root`` (each through
+    ``build_artifact``: a temporary sibling, renamed; one already there and current is kept)."""
+    from helpers.cache import SPEC_FILE
+
+    copied = []
+    for rel, spec in _world_artifacts(src_root, world):
+        src, dst = src_root / rel, dst_root / rel
+        if is_built(dst, spec):
+            continue
+
+        def copy(tmp: Path, src=src) -> None:
+            for item in src.iterdir():
+                if item.name == SPEC_FILE:
+                    continue
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+
+        build_artifact(dst, spec, copy)
+        copied.append(rel.as_posix())
+    return copied
+
+
+def save_world(world: World, folder: str | os.PathLike) -> list[str]:
+    """Copy every built stage of ``world`` (SFT model, pairs, reward model, DPO runs: each checked by
+    its ``spec.json``) to ``folder/<profile>``, e.g. a Google Drive folder. Returns what was copied."""
+    copied = _copy_artifacts(Path(world.root), Path(folder).expanduser() / world.profile, world)
+    print(f"saved {len(copied)} artifacts of the {world.profile} world to {Path(folder) / world.profile}: "
+          + (", ".join(copied) or "nothing new"))
+    return copied
+
+
+def restore_saved_world(world: World, folder: str | os.PathLike | None = None) -> list[str]:
+    """Copy into the cache what ``save_world`` saved of *this* world (same settings: every spec is
+    compared) from ``folder`` (default ``$DPO_SAVED_WORLD``, else the Drive folder when mounted).
+    Artifacts of other settings are left where they are. Returns what was copied."""
+    candidates = [folder] if folder is not None else [os.environ.get(SAVED_WORLD_ENV), DRIVE_FOLDER]
+    copied = []
+    for candidate in candidates:
+        if not candidate:
+            continue
+        src = Path(candidate).expanduser() / world.profile
+        if src.is_dir():
+            copied += _copy_artifacts(src, Path(world.root), world)
+    if copied:
+        print(f"restored from a saved {world.profile} world: {', '.join(copied)}")
+    return copied
 
 BUILD_THREADS = 1
 

@@ -307,3 +307,24 @@ def test_stale_stages_are_rebuilt_and_nothing_else_is_touched(tmp_path):
     moved = W.tiny_world(tmp_path / "moved", **{**tiny, "sft_steps": 3})
     assert all(W.stage_is_current(moved, p, s) for p, s in
                ((moved.tokenizer_name, "tokenizer"), (moved.base_model, "base model"), (moved.sft_dir, "sft model")))
+
+
+def test_a_saved_world_restores_into_a_fresh_cache_and_only_its_own(small_world, tmp_path):
+    """save_world -> a fresh runtime's empty cache -> restore_saved_world: the SFT model is back
+    (its spec checked), nothing is rebuilt; a world of other settings takes nothing from it."""
+    from helpers.profiles import WORLD_SIZES
+    from helpers.world import restore_saved_world, save_world, stage_is_current, tiny_world
+
+    def same_world_at(root, **changes):
+        return tiny_world(root, **{**{k: getattr(small_world, k) for k in WORLD_SIZES["tiny"]}, **changes})
+
+    saved = save_world(small_world, tmp_path / "drive")
+    assert "sft" in saved and (tmp_path / "drive" / "tiny" / "sft" / "spec.json").exists()
+    fresh = same_world_at(tmp_path / "fresh_runtime")
+    assert not stage_is_current(fresh, fresh.sft_dir, "sft model")
+    restored = restore_saved_world(fresh, tmp_path / "drive")
+    assert "sft" in restored and stage_is_current(fresh, fresh.sft_dir, "sft model")
+    assert restore_saved_world(fresh, tmp_path / "drive") == []  # already there: nothing copied twice
+    other = same_world_at(tmp_path / "other", sft_steps=small_world.sft_steps + 1)
+    assert restore_saved_world(other, tmp_path / "drive") == []
+    assert not stage_is_current(other, other.sft_dir, "sft model")

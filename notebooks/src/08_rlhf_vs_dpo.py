@@ -82,11 +82,12 @@ from helpers.optimum import format_fraction as ffrac
 from helpers.optimum import fraction_of_optimum, fraction_of_optimum_bound, optimum_reward_at, reward_at_kl
 from helpers.profiles import RLHF_SIZES, sizes
 from helpers.reward_model import load_or_train_pair_reward_model
-from helpers.world import get_prompts, get_reward_fn, get_world, load_sft_model, load_tokenizer
+from helpers.world import get_prompts, get_reward_fn, get_world, load_sft_model, load_tokenizer, restore_saved_world
 
 seed_everything(0)
 world = get_world()
 device = get_device()
+restore_saved_world(world)  # a saved SFT model / pairs of this very world (DPO_SAVED_WORLD or Drive), if any
 print("profile:", world.profile, "| device:", device, "| torch threads:", torch.get_num_threads())
 
 # %% [markdown]

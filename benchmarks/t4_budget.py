@@ -159,7 +159,7 @@ def time_table(quick: bool, write_json: bool = False) -> str:
         for g, spec in gpus.items():
             per_gpu[g][name] = minutes(work, spec)
         rows.append([name, f"{tflop:,.0f}"] + [f"{per_gpu[g][name]:.1f}" for g in gpus])
-    sft_name, pairs_name = "SFT build (every fresh runtime of 04-08)", "pairs build (fresh runtime of 05-08)"
+    sft_name = "SFT build (every fresh runtime of 04-08)"
     for g, spec in gpus.items():
         own = sum(per_gpu[g][nb] for nb in ("04", "05", "06", "07", "08"))
         # fresh runtimes: 04 builds the SFT model, 05 SFT + pairs, 06-08 both again

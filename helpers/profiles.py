@@ -24,7 +24,10 @@ HUB_PROBE = "huggingface.co:443"
 # ----------------------------------------------------------------------------------------------
 # sizes
 
-# The world build (``helpers.world.World``'s size fields), per profile.
+# The world build (``helpers.world.World``'s size fields), per profile. gpt2: SFT of GPT-2 124M on
+# IMDb train reviews cut to 128 tokens, 1,000 steps x 32 (~4 M tokens, ~1.3 epochs of 25k reviews
+# at 128 tokens) at lr 5e-5 (transformers' run_clm / Trainer default for fine-tuning GPT-2); responses
+# of 48 tokens and prompts of 2-8 tokens, as the DPO paper's IMDb task (prefixes of 2-8 tokens).
 WORLD_SIZES = {
     "tiny": dict(prompt_tokens=(2, 8), max_new_tokens=40, pairs_drop_truncated=True, sft_max_length=64,
                  sft_steps=300, sft_batch_size=64, sft_lr=2e-3, n_reviews=40_000,
@@ -52,7 +55,17 @@ SFT_EVAL_SIZES = {
 }
 
 # The DPO runs of notebooks 06-08, per profile. tiny: a ~1 M-parameter GPT-2 on a laptop CPU in
-# about a minute per run; gpt2: GPT-2 124M on a GPU (Colab), batch 8 x 4 accumulated.
+# about a minute per run (lr and steps chosen by scripts/diagnose_dpo.py's measurements).
+# gpt2 (GPT-2 124M on one GPU; anchored, not yet measured on a GPU):
+#   beta 0.1        -- the paper's and TRL DPOConfig's default;
+#   batch 8 x 4     -- 32 pairs per update: half the paper's 64, TRL's per-device 8 with 4-step
+#                      accumulation; 8 pairs x 96 tokens is 4.0 GiB per step on a T4 (t4_budget.py);
+#   lr 5e-6         -- the paper's RMSprop 1e-6 (GPT-2-large, 774M) and TRL's 1e-6 are for larger
+#                      models and longer runs; GPT-2 small was pretrained at 2.4x GPT-2-large's lr
+#                      (6e-4 vs 2.5e-4), and 300 steps is a short run: 5x the paper's;
+#   300 steps, warm-up 30 -- ~1.8 epochs of the ~5,400 training pairs; 10% warm-up (the
+#                      alignment-handbook's warmup_ratio 0.1; the paper: 150 steps of a longer run);
+#   sweep 4 betas x 200 steps at the same lr (notebook 07) -- T4 minutes: benchmarks/RESULTS.md.
 DPO_SIZES = {
     "tiny": dict(beta=0.1, lr=1e-4, batch_size=32, gradient_accumulation_steps=1, max_steps=120, warmup_steps=10,
                  max_length=64, max_prompt_length=16, eval_every=40, n_eval_prompts=32, n_final_prompts=128,
@@ -64,7 +77,8 @@ DPO_SIZES = {
                  bon_ns=(1, 2, 4, 8, 16), optimum_samples=128),
 }
 
-# Notebook 05's demo SFT run and its before/after samples.
+# Notebook 05's demo SFT run and its before/after samples (gpt2: 100 steps x 16 x 128 tokens, under a
+# minute on a T4 by benchmarks/t4_budget.py; the world's own SFT model is the 1,000-step one).
 SFT_DEMO_SIZES = {
     "tiny": dict(demo_steps=60, demo_batch_size=32, n_prompts=64, samples_per_prompt=4),
     "gpt2": dict(demo_steps=100, demo_batch_size=16, n_prompts=64, samples_per_prompt=4),

@@ -104,3 +104,47 @@ def test_series_runtime_quick_executes_a_notebook_headless():
     assert len(rows) == 1 and rows[0][2] == "ok", out
     assert leading_number(rows[0][1]) >= 0
     assert table_rows(out, "**total**")
+
+
+@needs_trl
+def test_gpu_check_quick_runs_every_part_on_cpu():
+    """The prepared GPU check, on the CPU: every row of its one table, and the notebook's checked
+    outputs reproduced exactly on the device that made them."""
+    out = run_script("gpu_check.py", "--device", "cpu")
+    for first in ("precision chosen", "SFT step by precision", "ours vs TRL, reference held",
+                  "ours vs TRL, reference precomputed", "notebook 04_sequence_logprobs.ipynb on cpu (tiny)"):
+        assert table_rows(out, first), (first, out)
+    assert table_rows(out, "precision chosen")[0][1] == "float32"
+    nb = table_rows(out, "notebook 04_sequence_logprobs.ipynb on cpu (tiny)")[0]
+    done, total = re.match(r"(\d+)/(\d+) checked cells identical", nb[1]).groups()
+    assert done == total and int(total) >= 5, nb
+    assert not table_rows(out, "differs")
+    steps = [line for line in out.splitlines() if line.startswith("| DPO step, reference")]
+    assert len(steps) == 2 and all(" ms | " in line for line in steps), steps
+
+
+def test_t4_budget_quick_prints_memory_and_time_tables():
+    out = run_script("t4_budget.py")
+    for part in ("SFT step (32 x 128)", "DPO step, reference held (8 pairs x 96)", "evaluation scoring (256 x 56)"):
+        assert leading_number(table_rows(out, part)[0][1]) > 0, part  # GiB the step added
+    rows = [r for r in (table_rows(out, p) for p in ("04", "05", "06", "07", "08")) if r]
+    assert len(rows) == 5, out
+    series = table_rows(out, "04-08, each in a fresh runtime (rebuilds counted)")[0]
+    saved = table_rows(out, "04-08, SFT model + pairs built once and loaded from Drive")[0]
+    assert leading_number(saved[2]) <= leading_number(series[2])  # loading never costs more than rebuilding
+
+
+def test_readme_t4_column_is_the_computed_budget():
+    """The README's T4 column is data/t4_budget.json (benchmarks/t4_budget.py), rounded, never typed."""
+    import json
+    import re
+
+    minutes = json.loads((ROOT / "data" / "t4_budget.json").read_text())["minutes"]["T4"]
+    sft = minutes["SFT build (every fresh runtime of 04-08)"]
+    pairs = minutes["pairs build (fresh runtime of 05-08)"]
+    readme = (ROOT / "README.md").read_text()
+    for nb in ("04", "05", "06", "07", "08"):
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {nb} |"))
+        own, rebuild = map(float, re.search(r"(\d+) min \+ (\d+) min rebuild \(computed\) \|$", row).groups())
+        assert own == round(minutes[nb]) and rebuild == round(sft + (pairs if nb != "04" else 0)), row
+    assert f"**{minutes['series, fresh runtimes']:.0f} min** on a T4" in readme

@@ -117,3 +117,4 @@ def test_download_names_what_is_missing(rehearsal_env, tmp_path):
     for item in ("tokenizer gpt2", "model gpt2", "dataset stanfordnlp/imdb [train]", "reward lvwerra/distilbert-imdb"):
         assert f"MISSING {item}" in out.stdout, (item, out.stdout)
     assert "could not be loaded" in out.stderr
+

@@ -248,12 +248,33 @@ print(f"pairs per update: {config.batch_size} x {config.gradient_accumulation_st
 # still computed in float32 (`token_logprobs` upcasts the logits before the log-softmax, notebook 04
 # trap 7d). A T4 (Colab's free GPU, 7.5) or V100 stays in float32: `torch.cuda.is_bf16_supported()`
 # says True there too, but its bf16 is emulated and slower than float32
-# (`helpers.config.has_native_bf16`). fp16 is not used: its logits overflow in log-softmax and it
-# needs a gradient scaler. On a CPU everything stays float32:
+# (`helpers.config.has_native_bf16`). fp16 autocast is not used: its range (max 65,504) overflows
+# in the log-softmax of 50,257 logits unless they are upcast, and its gradients underflow without a
+# `GradScaler` -- two more mechanisms, each a silent source of NaN losses. On a CPU everything
+# stays float32:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 print(f"device {device}: autocast dtype {autocast_dtype(device)} (None = float32)")
+
+# %% [markdown]
+# What that choice costs on a T4, from `benchmarks/t4_budget.py` (FLOPs of the `gpt2` sizes at a stated
+# fraction of each GPU's peak; method and memory table in `benchmarks/RESULTS.md`): fp16's tensor cores
+# would make the T4 several times faster, and float32 is what a T4 runs today.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import json
+
+from helpers.config import DATA_DIR
+
+budget = json.loads((DATA_DIR / "t4_budget.json").read_text())
+minutes = budget["minutes"]
+for key, label in (("06", "this notebook"), ("series, saved SFT + pairs", "notebooks 04-08, SFT model loaded"),
+                   ("series, fresh runtimes", "notebooks 04-08, each rebuilding")):
+    print(f"{label:36s} T4 float32 {minutes['T4'][key]:5.0f} min | T4 fp16 (not used) {minutes['T4 fp16'][key]:4.0f} min"
+          f" | L4 bf16 {minutes['L4'][key]:4.0f} min | A100 bf16 {minutes['A100 40GB'][key]:4.0f} min")
+print(f"(computed at {budget['train_eff']:.0%} of each GPU's peak; not measured on a GPU)")
 
 # %% [markdown]
 # ## 7. The loop by hand, checked against `train_dpo`

@@ -69,3 +69,26 @@ def test_smoke_world_lives_apart(monkeypatch, tmp_path):
     smoke = tiny_world()
     assert Path(full.root).name == "tiny" and Path(smoke.root).name == "tiny-smoke"
     assert smoke.sft_steps == 3 and full.sft_steps == 300
+
+
+def _learning_rates(table, path=""):
+    for k, v in table.items():
+        if isinstance(v, dict):
+            yield from _learning_rates(v, f"{path}{k}.")
+        elif k in ("lr", "sweep_lr", "sft_lr"):
+            yield f"{path}{k}", v
+
+
+def test_gpt2_learning_rates_suit_a_pretrained_124m_model():
+    """Issue #12 bug 4: the gpt2 profile reused tiny's learning rates (a reward model at 2e-3, PPO at
+    1e-4) on a pretrained GPT-2 124M. Every gpt2 lr is now a fine-tuning lr (<= 5e-5, the largest
+    anchor: transformers' default for fine-tuning GPT-2), and the gpt2 tables are their own."""
+    for name, table in (("WORLD", P.WORLD_SIZES), ("DPO", P.DPO_SIZES), ("RLHF", P.RLHF_SIZES),
+                        ("FRONTIER", P.FRONTIER_SIZES)):
+        rates = dict(_learning_rates(table["gpt2"]))
+        assert rates, name
+        for key, lr in rates.items():
+            assert lr <= 5e-5, f"{name}_SIZES['gpt2'].{key} = {lr:g}"
+    assert P.RLHF_SIZES["gpt2"] is not P.RLHF_SIZES["tiny"]
+    assert P.FRONTIER_SIZES["gpt2"]["rl"]["max_new_tokens"] == P.WORLD_SIZES["gpt2"]["max_new_tokens"]
+    assert P.FRONTIER_SIZES["gpt2"]["dpo"]["gradient_accumulation_steps"] == P.DPO_SIZES["gpt2"]["gradient_accumulation_steps"]

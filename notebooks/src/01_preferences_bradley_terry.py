@@ -191,7 +191,8 @@ checks.check_bt_loss(bt_loss)
 
 
 # %% [markdown]
-# Fit the six scores with L-BFGS on this loss (`toy.fit_bt_rewards`), starting from all zeros:
+# Fit the six scores with L-BFGS on this loss (`toy.fit_bt_rewards`; L-BFGS is a quasi-Newton optimiser: it
+# steps along gradients rescaled by a curvature estimate built from the last few steps), starting from all zeros:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -253,8 +254,9 @@ for steps in (10, 30, 100):
           f"order right: {bool((s_det.argsort() == r.argsort()).all())}")
 
 # %% [markdown]
-# Keep this in mind: it is why, in notebook 03, the partition function $Z(x)$ — an additive
-# constant per prompt in the reward — disappears from the DPO loss.
+# Keep this in mind: it is why, in notebook 03, the *partition function* $Z(x)$ — the normalising
+# constant of the optimal policy, derived in notebook 02, which enters the reward as the additive
+# constant $\beta\log Z(x)$ per prompt — disappears from the DPO loss.
 
 # %% [markdown]
 # ## A reward model for text

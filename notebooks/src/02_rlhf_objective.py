@@ -92,7 +92,40 @@ print(f"sum pi_ref = {world.pi_ref.sum().item():.4f}")
 # $$J(\pi) = \underbrace{\sum_y \pi(y)\,r(y)}_{\text{expected reward}} \;-\; \beta\,\underbrace{\sum_y \pi(y)\log\frac{\pi(y)}{\pi_{\mathrm{ref}}(y)}}_{\mathrm{KL}(\pi\,\|\,\pi_{\mathrm{ref}})\ \text{(nats)}}$$
 #
 # The KL term is a *penalty*: it is zero at $\pi = \pi_{\mathrm{ref}}$ and positive everywhere else.
-# It is weighted by $\pi$ — the policy being sampled — not by $\pi_{\mathrm{ref}}$.
+# It is weighted by $\pi$ — the policy being sampled — not by $\pi_{\mathrm{ref}}$. (A *policy* is the
+# model's distribution over responses; a *nat* is the unit of a log taken base $e$; the set of all
+# distributions over the $K$ responses, vectors $\ge 0$ summing to 1, is the *simplex*.)
+#
+# **Why the KL term is there.** Without it the maximiser puts all its mass on the single
+# highest-reward response. Three reasons not to let it: (1) *reward hacking* — in practice $r$ is a
+# learned reward model, trusted only near the responses it was trained on, which $\pi_{\mathrm{ref}}$
+# wrote; far from them a policy finds responses the model overrates (notebook 08 shows it happen);
+# (2) *fluency* — $\pi_{\mathrm{ref}}$ is a good language model, and staying close keeps its grammar and
+# variety; (3) a *trust region* — the preference data only say something about where they were
+# collected. $\beta$ sets the exchange rate: one nat of KL costs $\beta$ units of reward.
+#
+# **Many prompts.** Over a dataset of prompts the objective is an expectation,
+#
+# $$J(\pi) = \mathbb{E}_{x\sim\mathcal{D}}\Big[\mathbb{E}_{y\sim\pi(\cdot|x)}\,r(x,y) - \beta\,\mathrm{KL}\big(\pi(\cdot|x)\,\|\,\pi_{\mathrm{ref}}(\cdot|x)\big)\Big],$$
+#
+# and the distributions $\pi(\cdot|x)$ of different prompts share no constraint (each sums to 1 on its
+# own), so maximising the expectation is maximising each prompt's bracket separately: the problem
+# **splits per prompt**. One prompt, as in this toy world, is the whole story.
+#
+# **KL $\ge 0$, in one line (Jensen).** $\log$ is concave, so $\mathbb{E}[\log X] \le \log\mathbb{E}[X]$; with
+# $X = q(y)/\pi(y)$ and $y\sim\pi$:
+# $-\mathrm{KL}(\pi\|q) = \sum_y \pi(y)\log\frac{q(y)}{\pi(y)} \le \log\sum_y \pi(y)\frac{q(y)}{\pi(y)} = \log\sum_y q(y) = 0,$
+# with equality only when $q/\pi$ is constant, i.e. $\pi = q$. Checked on random pairs:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+torch.manual_seed(1)
+p_, q_ = torch.distributions.Dirichlet(torch.ones(6, dtype=torch.float64)).sample((2, 10_000))  # (10000, 6) each
+lhs_ = (p_ * torch.log(q_ / p_)).sum(-1)  # E_p[log q/p] = -KL(p || q)
+rhs_ = torch.log((p_ * q_ / p_).sum(-1))  # log E_p[q/p] = log 1 = 0
+print(f"10,000 random pairs: max of -KL(p||q) = {lhs_.max().item():.4f} <= 0: {bool((lhs_ <= 1e-12).all())}; "
+      f"max |log E_p[q/p]| = {rhs_.abs().max().item():.1e}")
+print(f"KL(p||p) = {(p_ * torch.log(p_ / p_)).sum(-1).abs().max().item():.1f} (equality exactly at q = p)")
 
 # %% [markdown]
 # ### Exercise 1 — the objective
@@ -143,11 +176,45 @@ for name, pi in [("pi_ref", world.pi_ref), ("almost all on 'superb'", best)]:
 # %% [markdown]
 # ## The maximiser in closed form
 #
-# Define the **Gibbs distribution**
+# **Derived.** Maximise $J$ over the simplex: one equality constraint, $\sum_y \pi(y) = 1$, so add a
+# Lagrange multiplier $\lambda$ (the constraint $\pi \ge 0$ will hold by itself):
 #
-# $$\pi^*(y) = \frac{1}{Z}\,\pi_{\mathrm{ref}}(y)\,\exp\!\big(r(y)/\beta\big), \qquad Z = \sum_y \pi_{\mathrm{ref}}(y)\,\exp\!\big(r(y)/\beta\big).$$
+# $$\mathcal{L}(\pi,\lambda) = \sum_y \pi(y)\,r(y) - \beta\sum_y \pi(y)\log\frac{\pi(y)}{\pi_{\mathrm{ref}}(y)} + \lambda\Big(\sum_y \pi(y) - 1\Big).$$
 #
-# Then $r(y) = \beta\log\frac{\pi^*(y)}{\pi_{\mathrm{ref}}(y)} + \beta\log Z$, and substituting into $J$:
+# Stationarity in each $\pi(y)$:
+# $\;\partial\mathcal{L}/\partial\pi(y) = r(y) - \beta\big(\log\frac{\pi(y)}{\pi_{\mathrm{ref}}(y)} + 1\big) + \lambda = 0,\;$
+# so $\log\frac{\pi(y)}{\pi_{\mathrm{ref}}(y)} = \frac{r(y)}{\beta} + \frac{\lambda - \beta}{\beta}$, i.e.
+# $\pi(y) = \pi_{\mathrm{ref}}(y)\,e^{r(y)/\beta}\cdot e^{(\lambda-\beta)/\beta}$. The last factor is the same for
+# every $y$, and the constraint fixes it: it is $1/Z$. This is the **Gibbs distribution**
+#
+# $$\pi^*(y) = \frac{1}{Z}\,\pi_{\mathrm{ref}}(y)\,\exp\!\big(r(y)/\beta\big), \qquad Z = \sum_y \pi_{\mathrm{ref}}(y)\,\exp\!\big(r(y)/\beta\big),$$
+#
+# and $Z$ is its **partition function** (the name from statistical physics for the normaliser of
+# $e^{\text{score}}$; notebook 01's Bradley-Terry model has one too). Stationarity says the gradient of
+# $J$ is the *same number* for every response at $\pi^*$ (it equals $-\lambda$: no direction along the
+# simplex improves $J$); at any other policy it is not. Checked with autograd:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def grad_J(pi):
+    """dJ/dpi(y) for each response y, by autograd (pi treated as free coordinates)."""
+    pi = pi.clone().requires_grad_(True)
+    rlhf_objective(pi, world.pi_ref, world.r, beta).backward()
+    return pi.grad
+
+
+beta = 1.0
+g_star = grad_J(toy.optimal_policy(world.pi_ref, world.r, beta))
+g_ref = grad_J(world.pi_ref)
+print(f"at pi*:     dJ/dpi = {[round(v, 4) for v in g_star.tolist()]}   spread {(g_star.max() - g_star.min()).item():.1e}")
+print(f"            beta log Z - beta = {(beta * toy.log_partition(world.pi_ref, world.r, beta) - beta).item():.4f} (= -lambda)")
+print(f"at pi_ref:  dJ/dpi = {[round(v, 4) for v in g_ref.tolist()]}   spread {(g_ref.max() - g_ref.min()).item():.2f}")
+
+# %% [markdown]
+# A stationary point need not be the maximum. That it is, and the only one, follows from rewriting
+# $J$ around $\pi^*$:
+#
+# Since $\pi^*$ satisfies $r(y) = \beta\log\frac{\pi^*(y)}{\pi_{\mathrm{ref}}(y)} + \beta\log Z$, substituting it into $J$ gives
 #
 # $$J(\pi) = \sum_y \pi(y)\Big[\beta\log\tfrac{\pi^*(y)}{\pi_{\mathrm{ref}}(y)} + \beta\log Z - \beta\log\tfrac{\pi(y)}{\pi_{\mathrm{ref}}(y)}\Big] = \beta\log Z \;-\; \beta\,\mathrm{KL}(\pi\,\|\,\pi^*).$$
 #

@@ -363,6 +363,34 @@ plt.show()
 # %% [markdown]
 # Without the weight (a constant 1) the gradient would keep pushing on pairs that are already
 # ranked right, by any margin — the paper reports that this "unlikelihood"-style variant degenerates.
+# ("Unlikelihood" training: lowering the likelihood of unwanted text, Welleck et al. 2019; here
+# the loss $-[\log\pi_\theta(y_w) - \log\pi_\theta(y_l)]$, DPO's gradient with the weight set to 1.)
+# Checked on the toy, on 10,000 noisy preferences, fitted both ways from $\pi_{\mathrm{ref}}$: DPO settles at
+# $\pi^*$, the unweighted loss puts everything on the one response that wins most and stays there
+# (its gradient never shrinks: for a softmax it is the constant mean of $e_{y_l} - e_{y_w}$).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+chosen_u, rejected_u = toy.sample_preferences(world.r, 10_000, seed=0)
+for name in ("DPO (beta 0.5)", "unweighted"):
+    theta_u = torch.log(world.pi_ref).clone().requires_grad_(True)
+    opt = torch.optim.SGD([theta_u], lr=1.0)  # plain gradient steps: the loss's own direction
+    for step in range(1, 2001):
+        logps = torch.log_softmax(theta_u, -1)
+        if name.startswith("DPO"):
+            loss = dpo_loss(logps[chosen_u], logps[rejected_u], log_ref[chosen_u], log_ref[rejected_u], 0.5)[0].mean()
+        else:
+            loss = -(logps[chosen_u] - logps[rejected_u]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step in (100, 2000):
+            pi_u = torch.softmax(theta_u.detach(), -1)
+            print(f"{name:>15} after {step:4d} steps: KL = {toy.kl_divergence(pi_u, world.pi_ref).item():.2f}, "
+                  f"pi = {[round(v, 3) for v in pi_u.tolist()]}")
+pi_star_half = toy.optimal_policy(world.pi_ref, world.r, 0.5)
+print(f"{'pi* (beta 0.5)':>15}{'':17s}: KL = {toy.kl_divergence(pi_star_half, world.pi_ref).item():.2f}, "
+      f"pi = {[round(v, 3) for v in pi_star_half.tolist()]}")
 
 # %% [markdown]
 # ## The direction of $\beta$
@@ -380,6 +408,23 @@ for b in (0.1, 0.5, 1.0, 2.0, 10.0):
     kls.append(toy.kl_divergence(p, world.pi_ref).item())
     print(f"beta = {b:5.1f}: KL(pi_DPO || pi_ref) = {kls[-1]:.3f} nats, pi_DPO('superb') = {p[0].item():.3f}")
 print(f"KL falls as beta grows: {all(a > b for a, b in zip(kls, kls[1:]))}")
+
+# %% [markdown]
+# **The same, read off the loss.** Why do students so often guess β's direction backwards? Because
+# β multiplies the log-ratios *inside* the loss, $\sigma(\beta h)$ with
+# $h = \log\frac{\pi_\theta(y_w)}{\pi_{\mathrm{ref}}(y_w)} - \log\frac{\pi_\theta(y_l)}{\pi_{\mathrm{ref}}(y_l)}$, and a
+# larger multiplier looks like a stronger push. But the data fix the *product*: maximum likelihood
+# matches the model's win probability $\sigma(\beta h)$ to the observed one $\sigma(\Delta r)$, so
+# $\beta h \approx \Delta r$ and $h \approx \Delta r/\beta$ — the larger β, the smaller the log-ratio
+# margin the policy needs, the less it moves. Checked on the fits above, for the pair ("superb", "awful"):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+top, bottom = 0, len(world.r) - 1  # "superb" and "awful"
+for b in (0.1, 1.0, 10.0):
+    p, _ = toy.fit_toy_policy(world.pi_ref, chosen, rejected, b)
+    h = (torch.log(p[top] / world.pi_ref[top]) - torch.log(p[bottom] / world.pi_ref[bottom])).item()
+    print(f"beta = {b:4.1f}: fitted h = {h:7.3f};  delta r / beta = {(world.r[top] - world.r[bottom]).item() / b:7.3f}")
 
 # %% [markdown]
 # ## Deterministic preferences: DPO vs cDPO vs IPO

@@ -42,6 +42,23 @@ def cache_dir() -> Path:
     return path
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as a notebook should print it: relative to the repository when inside it
+    (``artifacts/tiny/sft``), else relative to the cache (``<cache>/tiny/sft``), else with the home
+    folder as ``~`` -- never the absolute path of the machine that executed the notebook."""
+    path = Path(path).expanduser().resolve()
+    for base, label in ((REPO_ROOT, None), (cache_dir(), "<cache>")):
+        try:
+            rel = path.relative_to(base)
+        except ValueError:
+            continue
+        return rel.as_posix() if label is None else f"{label}/{rel.as_posix()}"
+    try:
+        return f"~/{path.relative_to(Path.home()).as_posix()}"
+    except ValueError:
+        return path.as_posix()
+
+
 def get_device(prefer: str | None = None) -> torch.device:
     """cuda -> mps -> cpu, unless ``prefer`` (or ``$DPO_DEVICE``) names one, which must then exist."""
     source = "get_device(prefer=...)" if prefer else "DPO_DEVICE"

@@ -188,6 +188,28 @@ def count_wins(chosen, rejected, n_responses: int) -> torch.Tensor:
     return torch.bincount(flat, minlength=n_responses * n_responses).reshape(n_responses, n_responses).to(DTYPE)
 
 
+def bt_win_gap(scores, chosen, rejected) -> torch.Tensor:
+    """Observed minus expected wins of each response under Bradley-Terry scores: the gradient of the
+    summed log-likelihood sum log sigmoid(s_w - s_l) with respect to ``scores``. Zero at the
+    maximum-likelihood scores (the moment condition).  -> (K,)"""
+    scores = as_tensor(scores)
+    chosen, rejected = torch.as_tensor(chosen), torch.as_tensor(rejected)
+    p_win = torch.sigmoid(scores[chosen] - scores[rejected])  # P(the recorded winner wins), (N,)
+    k = scores.shape[-1]
+    # the winner won once and was expected to win p times; the loser expected to win 1 - p, won 0
+    observed = torch.bincount(chosen, minlength=k).to(DTYPE)
+    expected = torch.zeros(k, dtype=DTYPE).index_add_(0, chosen, p_win).index_add_(0, rejected, 1 - p_win)
+    return observed - expected
+
+
+def bayes_accuracy(r, chosen, rejected) -> torch.Tensor:
+    """The highest expected accuracy any scorer can have on these pairs when the labels are
+    Bradley-Terry coin flips of the true rewards ``r``: predict the likelier winner, right with
+    probability sigma(|r_i - r_j|). The labels' order does not matter.  -> ()"""
+    r = as_tensor(r)
+    return torch.sigmoid((r[torch.as_tensor(chosen)] - r[torch.as_tensor(rejected)]).abs()).mean()
+
+
 def fit_bt_rewards(chosen, rejected, n_responses: int, init=None, steps: int = 100):
     """Maximum-likelihood Bradley-Terry scores from labelled pairs (L-BFGS on ``bradley_terry_loss``).
 

@@ -41,7 +41,8 @@ def stub(*args):
 ALL_CHECKERS = [checks.check_log_softmax, checks.check_kl_divergence, checks.check_bradley_terry_prob,
                 checks.check_bt_loss, checks.check_optimal_policy, checks.check_rlhf_objective,
                 checks.check_reward_from_policy, checks.check_dpo_loss, checks.check_dpo_gradient,
-                checks.check_beta_limits]
+                checks.check_beta_limits, checks.check_win_gap, checks.check_bayes_accuracy,
+                checks.check_kl_monte_carlo]
 
 
 @pytest.mark.parametrize("checker", ALL_CHECKERS, ids=lambda c: c.__name__)
@@ -110,6 +111,63 @@ def test_bt_loss():
 
 
 # ---------------------------------------------------------------- 02
+
+
+def test_kl_monte_carlo_names_each_slip():
+    def right(p, q, y):
+        x = torch.log(p[y] / q[y])
+        return x.mean(), x.std() / len(y) ** 0.5
+
+    assert_accepts(checks.check_kl_monte_carlo, right)
+    assert_rejects(checks.check_kl_monte_carlo, lambda p, q, y: right(p, q, y)[0], "two numbers")
+    assert_rejects(checks.check_kl_monte_carlo, lambda p, q, y: (-right(p, q, y)[0], right(p, q, y)[1]), "sign")
+    assert_rejects(checks.check_kl_monte_carlo,
+                   lambda p, q, y: ((p * torch.log(p / q)).sum(), right(p, q, y)[1]), "exact KL")
+    assert_rejects(checks.check_kl_monte_carlo,
+                   lambda p, q, y: (right(p, q, y)[0], torch.log(p[y] / q[y]).std()), "sqrt(N)")
+    assert_rejects(checks.check_kl_monte_carlo,
+                   lambda p, q, y: (right(p, q, y)[0], torch.log(p[y] / q[y]).std(unbiased=False) / len(y) ** 0.5),
+                   "N - 1")
+
+
+def test_win_gap_is_the_gradient_and_each_slip_is_named():
+    assert_accepts(checks.check_win_gap, toy.bt_win_gap)
+
+    def grad_by_autograd(s, c, r):
+        s = s.clone().requires_grad_(True)
+        return torch.autograd.grad(F.logsigmoid(s[c] - s[r]).sum(), s)[0]
+
+    assert_accepts(checks.check_win_gap, grad_by_autograd)
+    assert_rejects(checks.check_win_gap, lambda s, c, r: -toy.bt_win_gap(s, c, r), "sign is flipped")
+    assert_rejects(checks.check_win_gap, lambda s, c, r: toy.bt_win_gap(s, c, r) / len(c), "divided")
+    assert_rejects(checks.check_win_gap, lambda s, c, r: torch.bincount(c, minlength=s.shape[0]).double(),
+                   "only the observed wins")
+
+    def winners_only(s, c, r):
+        p = torch.sigmoid(s[c] - s[r])
+        return torch.bincount(c, minlength=s.shape[0]).double() - torch.zeros_like(s).index_add_(0, c, p)
+
+    assert_rejects(checks.check_win_gap, winners_only, "lost")
+
+
+def test_win_gap_vanishes_at_the_maximum_likelihood_scores():
+    r = toy.make_toy().r
+    chosen, rejected = toy.sample_preferences(r, 5_000, seed=2)
+    fitted = toy.fit_bt_rewards(chosen, rejected, len(r))
+    assert toy.bt_win_gap(fitted, chosen, rejected).abs().max() < 1e-3
+    assert toy.bt_win_gap(r, chosen, rejected).abs().max() > 1.0  # the true rewards are not the sample's MLE
+
+
+def test_bayes_accuracy_is_the_ceiling():
+    assert_accepts(checks.check_bayes_accuracy, toy.bayes_accuracy)
+    assert_rejects(checks.check_bayes_accuracy, lambda r, c, l: torch.sigmoid(r[c] - r[l]).mean(), "recorded")
+    assert_rejects(checks.check_bayes_accuracy, lambda r, c, l: (r[c] > r[l]).double().mean(), "one draw")
+    assert_rejects(checks.check_bayes_accuracy, lambda r, c, l: torch.tensor(1.0), "noisy labels")
+    # by simulation: the true rewards' accuracy on fresh labels approaches the ceiling, never above it
+    r = toy.make_toy().r
+    chosen, rejected = toy.sample_preferences(r, 50_000, seed=5)
+    observed = (r[chosen] > r[rejected]).double().mean()
+    assert abs(observed - toy.bayes_accuracy(r, chosen, rejected)) < 0.01
 
 
 def test_optimal_policy():

@@ -234,3 +234,24 @@ def test_gpt2_profile_path_one_step(tiny_tokenizer, tmp_path):
     assert metrics[0]["loss"] == pytest.approx(LN2, abs=1e-5)
     assert math.isfinite(metrics[0]["grad_norm"]) and metrics[0]["grad_norm"] > 0
     assert not torch.equal(before, policy.transformer.h[0].mlp.c_fc.weight)
+
+
+def test_gradient_accumulation_equals_the_bigger_batch(tiny_tokenizer):
+    """4 micro-batches of 4 pairs accumulated = one batch of 16: the same pairs, the same update
+    (each micro-batch's loss is divided by their number, so the gradients are of the same mean)."""
+    pairs = build_tiny_pairs(n_per_prompt=4)  # 32 pairs
+    after = {}
+    for batch, accum in ((16, 1), (4, 4)):
+        config = DPOConfig(batch_size=batch, gradient_accumulation_steps=accum, max_steps=2, beta=0.5, lr=1e-2,
+                           warmup_steps=0, max_length=32, max_prompt_length=8, seed=3)
+        policy = build_tiny_gpt2(tiny_tokenizer, seed=1)
+        ref = build_tiny_gpt2(tiny_tokenizer, seed=2)
+        metrics = train_dpo(policy, ref, tiny_tokenizer, pairs, config, progress=False)
+        after[accum] = (torch.cat([p.detach().flatten() for p in policy.parameters()]), metrics)
+    (w_big, m_big), (w_acc, m_acc) = after[1], after[4]
+    # the gradients agree to float32 rounding (the grad norms below); AdamW divides each by its own
+    # running scale, which turns rounding in a near-zero gradient into up to ~1e-4 of an lr-1e-2 step
+    assert torch.allclose(w_big, w_acc, atol=1e-4), (w_big - w_acc).abs().max()
+    assert (w_big - torch.cat([p.flatten() for p in build_tiny_gpt2(tiny_tokenizer, seed=1).parameters()])).abs().max() > 1e-3
+    for a, b in zip(m_big, m_acc):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)

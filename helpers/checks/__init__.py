@@ -15,8 +15,8 @@ imported here, so notebooks call ``checks.check_xxx(fn)``. A new checker goes in
 
 
 from helpers.checks._core import Verdict
-from helpers.checks.nb00 import check_kl_divergence, check_log_softmax
-from helpers.checks.nb01 import check_bradley_terry_prob, check_bt_loss
+from helpers.checks.nb00 import check_kl_divergence, check_kl_monte_carlo, check_log_softmax
+from helpers.checks.nb01 import check_bayes_accuracy, check_bradley_terry_prob, check_bt_loss, check_win_gap
 from helpers.checks.nb02 import check_beta_limits, check_optimal_policy, check_rlhf_objective
 from helpers.checks.nb03 import check_dpo_gradient, check_dpo_loss, check_reward_from_policy
 from helpers.checks.nb04 import check_response_labels, check_sequence_logprobs
@@ -27,6 +27,7 @@ from helpers.checks.nb08 import check_gae, check_rloo_advantages
 
 __all__ = [
     "Verdict",
+    "check_bayes_accuracy",
     "check_beta_limits",
     "check_bon_kl_bound",
     "check_bradley_terry_prob",
@@ -38,6 +39,7 @@ __all__ = [
     "check_implicit_reward",
     "check_kl_divergence",
     "check_kl_estimate",
+    "check_kl_monte_carlo",
     "check_log_softmax",
     "check_make_pairs",
     "check_optimal_policy",
@@ -48,4 +50,5 @@ __all__ = [
     "check_sequence_logprobs",
     "check_sft_loss",
     "check_token_implicit_rewards",
+    "check_win_gap",
 ]

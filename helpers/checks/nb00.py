@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import toy
-from helpers.checks._core import Verdict, _checker, _close, _compare, _fail, _pass, _run, _Stop, _t
+from helpers.checks._core import Verdict, _call, _checker, _close, _compare, _fail, _pass, _run, _Stop, _t
 
 
 @_checker
@@ -72,3 +72,33 @@ def check_kl_divergence(fn) -> Verdict:
                                     "0 * log 0, which is 0 by convention (use torch.where or xlogy)."))
         _compare(name, got, expected, wrongs, context)
     return _pass(name, "sum_y p(y) log(p(y)/q(y)), zero when p = q, and p(y) = 0 terms count as 0.")
+
+
+@_checker
+def check_kl_monte_carlo(fn) -> Verdict:
+    """Exercise: ``kl_monte_carlo(p, q, samples)`` -> (estimate, standard_error) of KL(p || q) from
+    indices ``samples`` drawn from p: the mean of log p(y)/q(y) and std(ddof=1)/sqrt(N)."""
+    name = "kl_monte_carlo"
+    p = _t([0.7, 0.2, 0.1])
+    q = _t([0.2, 0.3, 0.5])
+    for n, seed in ((10, 0), (1000, 1)):
+        samples = torch.multinomial(p, n, replacement=True, generator=torch.Generator().manual_seed(seed))
+        out = _call(name, fn, p.clone(), q.clone(), samples.clone())
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise _Stop(_fail(name, f"returned {type(out).__name__}; return two numbers: (estimate, standard_error)."))
+        est, se = (torch.as_tensor(v.detach() if torch.is_tensor(v) else v, dtype=torch.float64) for v in out)
+        x = torch.log(p[samples]) - torch.log(q[samples])  # (N,) one-sample estimates
+        context = f"{n} samples from p = [0.7, 0.2, 0.1], q = [0.2, 0.3, 0.5]"
+        _compare(name, est, x.mean(), [
+            (-x.mean(), "the sign is flipped: average log p(y)/q(y) over samples y ~ p."),
+            ((p * (torch.log(p) - torch.log(q))).sum(), "that is the exact KL, not an estimate from the samples: "
+                                                        "average log p(y)/q(y) over the samples you were given."),
+        ], context + " (the estimate)", tol=1e-8)
+        _compare(name, se, x.std(unbiased=True) / n ** 0.5, [
+            (x.std(unbiased=True), "that is the standard deviation of one sample's estimate; the standard error "
+                                   "of the mean divides it by sqrt(N)."),
+            (x.std(unbiased=False) / n ** 0.5, "use the sample standard deviation with N - 1 (unbiased=True / "
+                                               "ddof=1): with 10 samples the difference is 5%."),
+            (x.var(unbiased=True) / n, "that is the variance of the mean; its square root is the standard error."),
+        ], context + " (the standard error)", tol=1e-8)
+    return _pass(name, "mean of log p(y)/q(y) over samples from p, and std / sqrt(N) as its standard error.")

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.checks._core import Verdict, _checker, _compare, _fail, _pass, _run, _Stop, _t
+from helpers import toy
 from helpers.losses import bradley_terry_loss
 
 
@@ -63,3 +64,61 @@ def check_bt_loss(fn) -> Verdict:
                                     "log(0) = -inf. Use F.logsigmoid(x), never torch.log(torch.sigmoid(x))."))
         _compare(name, got, expected, wrongs, context, tol=1e-4)
     return _pass(name, "-log sigmoid(s_w - s_l) per pair, finite at margins of +-200.")
+
+
+def _pairs_case(seed: int, k: int = 5, n: int = 400):
+    gen = torch.Generator().manual_seed(seed)
+    r = torch.randn(k, generator=gen, dtype=torch.float64)
+    chosen, rejected = toy.sample_preferences(r, n, seed=seed)
+    return r, chosen, rejected
+
+
+@_checker
+def check_win_gap(fn) -> Verdict:
+    """Exercise: ``win_gap(scores, chosen, rejected)`` -> (K,) observed wins - expected wins, which is
+    the gradient of the summed log-likelihood; zero at the maximum-likelihood scores."""
+    name = "win_gap"
+    for seed in (0, 1):
+        r, chosen, rejected = _pairs_case(seed)
+        scores = torch.randn(r.shape[0], generator=torch.Generator().manual_seed(10 + seed), dtype=torch.float64)
+        got = _run(name, fn, scores.clone(), chosen.clone(), rejected.clone())
+        s = scores.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.logsigmoid(s[chosen] - s[rejected]).sum(), s)
+        observed = torch.bincount(chosen, minlength=r.shape[0]).double()
+        p = torch.sigmoid(scores[chosen] - scores[rejected])
+        wrongs = [
+            (-grad, "the sign is flipped: observed wins minus expected wins (that is the log-likelihood's "
+                    "gradient; you have the loss's)."),
+            (grad / len(chosen), "you divided by the number of comparisons: return the sums (counts of wins)."),
+            (observed - torch.zeros(r.shape[0], dtype=torch.float64).index_add_(0, chosen, p),
+             "the expected wins are missing the comparisons a response *lost*: there it was expected to win "
+             "1 - P(the recorded winner wins) times."),
+            (observed, "that is only the observed wins; subtract the wins the scores predict."),
+        ]
+        _compare(name, got, grad, wrongs, f"{len(chosen)} comparisons of {r.shape[0]} responses (seed {seed})",
+                 tol=1e-8)
+    return _pass(name, "observed minus expected wins -- exactly the gradient of the log-likelihood.")
+
+
+@_checker
+def check_bayes_accuracy(fn) -> Verdict:
+    """Exercise: ``bayes_accuracy(r, chosen, rejected)`` -> () the best expected pair accuracy any
+    scorer can reach on Bradley-Terry labels: mean of sigma(|r_i - r_j|)."""
+    name = "bayes_accuracy"
+    for seed in (0, 3):
+        r, chosen, rejected = _pairs_case(seed)
+        got = _run(name, fn, r.clone(), chosen.clone(), rejected.clone())
+        d = r[chosen] - r[rejected]
+        expected = torch.sigmoid(d.abs()).mean()
+        wrongs = [
+            (torch.sigmoid(d).mean(), "that is the mean probability of the *recorded* label: a scorer predicts "
+                                      "the likelier winner of each pair, right with probability "
+                                      "max(sigma(d), 1 - sigma(d)) = sigma(|d|)."),
+            ((d > 0).double().mean(), "that is how often these particular labels agree with the true order: one "
+                                      "draw of the coin flips, not the expected accuracy sigma(|d|)."),
+            (torch.tensor(1.0, dtype=torch.float64), "with noisy labels no scorer is always right: even the true "
+                                                     "rewards lose the coin flip 1 - sigma(|d|) of the time."),
+        ]
+        _compare(name, got, expected, wrongs, f"{len(chosen)} pairs of {r.shape[0]} responses (seed {seed})",
+                 tol=1e-8)
+    return _pass(name, "sigma(|r_i - r_j|) averaged over the pairs: the ceiling of pair accuracy.")

@@ -263,6 +263,56 @@ print(f"KL(p || q) = {kl_divergence(p, q).item():.4f} nats, KL(q || p) = {kl_div
       f"KL(p || p) = {kl_divergence(p, p).item():.4f}")
 
 # %% [markdown]
+# ### Exercise 3 — the KL divergence when you cannot sum
+#
+# For text, the sum over every response $y$ is out of reach (there are more responses than atoms).
+# What the course does instead (notebooks 06-08): draw responses from $p$ and average. Which
+# quantity, averaged over samples $y\sim p$, has expectation $\mathrm{KL}(p\|q)$? And how sure is the
+# average of $N$ samples -- what is its *standard error*?
+#
+# Implement `kl_monte_carlo(p, q, samples)`: `samples` is an index tensor `(N,)` drawn from `p`;
+# return `(estimate, standard_error)`, two numbers.
+
+# %%
+def kl_monte_carlo(p, q, samples):
+    # YOUR CODE HERE: return (estimate, standard_error)
+    raise NotImplementedError
+
+
+checks.check_kl_monte_carlo(kl_monte_carlo)
+
+
+# %% [markdown]
+# **Solution.** $\mathrm{KL}(p\|q) = \mathbb{E}_{y\sim p}\big[\log\frac{p(y)}{q(y)}\big]$: each sample gives one
+# unbiased estimate; their mean has standard error $\mathrm{sd}/\sqrt{N}$.
+
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
+# NBVAL_CHECK_OUTPUT
+def kl_monte_carlo(p, q, samples):
+    x = torch.log(p[samples]) - torch.log(q[samples])  # (N,) one estimate per sample
+    return x.mean(), x.std() / len(samples) ** 0.5
+
+
+checks.check_kl_monte_carlo(kl_monte_carlo)
+
+# %% [markdown]
+# The estimate against the exact value as $N$ grows. Note the first line: a single sample's
+# $\log\frac{p(y)}{q(y)}$ is often *negative*, and with few samples so can the average be, although a
+# KL never is -- the reason the course always prints an estimate with its standard error.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+gen = torch.Generator().manual_seed(0)
+exact = (p * torch.log(p / q)).sum().item()  # the exact sum (not your function: this runs either way)
+for n in (3, 30, 300, 30_000):
+    samples = torch.multinomial(p, n, replacement=True, generator=gen)
+    x = torch.log(p[samples]) - torch.log(q[samples])
+    est, se = x.mean().item(), (x.std() / n ** 0.5).item()
+    print(f"N = {n:6d}: {est:+.4f} +- {se:.4f}  (exact {exact:.4f}; off by {abs(est - exact) / se:.1f} SE)")
+print(f"one sample's log p/q per response: {[round(v, 3) for v in torch.log(p / q).tolist()]}")
+
+# %% [markdown]
 # ## A first look at the task world
 #
 # A few reviews of the `tiny` corpus (IMDb in the `gpt2` profile) with their ground-truth reward —

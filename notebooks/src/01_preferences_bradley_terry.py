@@ -229,6 +229,99 @@ for c in (-3.0, 0.0, 42.0):
     print(f"shift every score by {c:+5.1f}: NLL = {bt_loss(s[chosen] + c, s[rejected] + c).mean().item():.4f}")
 
 # %% [markdown]
+# ### Exercise 3 — what the maximum looks like
+#
+# Differentiate the summed log-likelihood $\sum_{(y_w,y_l)}\log\sigma\big(s(y_w)-s(y_l)\big)$ with respect to
+# one score $s(k)$, using $\frac{d}{dx}\log\sigma(x) = 1-\sigma(x)$. Every comparison response $k$ took part in
+# contributes; read the result as *wins $k$ had* minus *wins the scores predict for $k$*. At the
+# maximum the gradient is zero, so the fitted scores reproduce every response's win count exactly
+# (a *moment condition*) -- whatever the true rewards were.
+#
+# Implement `win_gap(scores, chosen, rejected)`: `scores` of shape `(K,)`, `chosen` and `rejected`
+# index tensors of shape `(N,)` (the winner and the loser of each comparison); return `(K,)`.
+# (`torch.bincount` and `Tensor.index_add_` count per response.)
+
+# %%
+def win_gap(scores, chosen, rejected):
+    # YOUR CODE HERE: (K,) observed wins minus expected wins
+    raise NotImplementedError
+
+
+checks.check_win_gap(win_gap)
+
+
+# %% [markdown]
+# **Solution.**
+
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
+# NBVAL_CHECK_OUTPUT
+def win_gap(scores, chosen, rejected):
+    p_win = torch.sigmoid(scores[chosen] - scores[rejected])  # P(the recorded winner wins), (N,)
+    observed = torch.bincount(chosen, minlength=scores.shape[0]).to(scores.dtype)
+    # a winner was expected to win p_win times, a loser 1 - p_win times
+    expected = torch.zeros_like(scores).index_add_(0, chosen, p_win).index_add_(0, rejected, 1 - p_win)
+    return observed - expected
+
+
+checks.check_win_gap(win_gap)
+
+# %% [markdown]
+# At the fitted scores, at the true rewards, and at the true rewards stretched by 2 (the course's
+# `toy.bt_win_gap`, so this runs whatever your answer):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for label, scores in (("fitted s", s), ("true r", r), ("2 r", 2 * r)):
+    gap = toy.bt_win_gap(scores, chosen, rejected)
+    print(f"{label:>8}: wins - expected wins = {rounded(gap, 1)}")
+print(f"observed wins per response: {toy.count_wins(chosen, rejected, len(r)).sum(1).int().tolist()}")
+
+# %% [markdown]
+# ### Exercise 4 — the accuracy ceiling
+#
+# Before you write code: the labels are Bradley-Terry coin flips. What fraction of pairs can the
+# *true* rewards predict correctly? Can a reward model trained on these labels reach accuracy 1.0?
+#
+# For one pair $(i, j)$ the best any scorer can do is to predict the likelier winner; it is then
+# right with probability $\max\big(\sigma(r_i-r_j), \sigma(r_j-r_i)\big)$. Implement
+# `bayes_accuracy(r, chosen, rejected)`, the mean of that over the pairs (shape `()`); the labels'
+# order must not matter.
+
+# %%
+def bayes_accuracy(r, chosen, rejected):
+    # YOUR CODE HERE: the best expected pair accuracy, shape ()
+    raise NotImplementedError
+
+
+checks.check_bayes_accuracy(bayes_accuracy)
+
+
+# %% [markdown]
+# **Solution.**
+
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
+# NBVAL_CHECK_OUTPUT
+def bayes_accuracy(r, chosen, rejected):
+    return torch.sigmoid((r[chosen] - r[rejected]).abs()).mean()
+
+
+checks.check_bayes_accuracy(bayes_accuracy)
+
+# %% [markdown]
+# On 20,000 fresh comparisons: the accuracy of the fitted scores, of the true rewards, and the
+# ceiling (`toy.bayes_accuracy`). A pair accuracy well below 1 is not a failed reward model when the
+# labels are noisy; in the text pairs below, whose labels are certain, the ceiling is 1.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+test_c, test_l = toy.sample_preferences(r, 20_000, seed=1)
+for label, scores in (("fitted s", s), ("true r", r)):
+    print(f"accuracy of {label:>8} on fresh labels: {(scores[test_c] > scores[test_l]).double().mean().item():.3f}")
+print(f"ceiling sigma(|r_i - r_j|) averaged over the pairs: {toy.bayes_accuracy(r, test_c, test_l).item():.3f}")
+
+# %% [markdown]
 # ### Two things the comparisons cannot tell you
 #
 # **The zero.** The toy's rewards happen to average almost 0, so the shift above is hard to see.

@@ -121,8 +121,21 @@ class World:
         return str(Path(self.root) / "pairs")
 
     def describe(self) -> str:
-        """One line per field, for a notebook's config cell."""
-        return "\n".join(f"{k:>15}: {v}" for k, v in asdict(self).items())
+        """One line per field, for a notebook's config cell (paths as ``helpers.config.display_path``
+        prints them: relative to the repository or the cache, never this machine's absolute path)."""
+        return "\n".join(f"{k:>15}: {shown(v)}" for k, v in asdict(self).items())
+
+
+def shown(value):
+    """``value`` for printing: an absolute path through ``display_path`` (also inside a dict);
+    anything else (a hub id such as "gpt2", a number) as it is."""
+    from helpers.config import display_path
+
+    if isinstance(value, dict):
+        return {k: shown(v) for k, v in value.items()}
+    if isinstance(value, str) and os.path.isabs(value):
+        return display_path(value)
+    return value
 
 
 def default_root(profile: str) -> Path:

@@ -55,7 +55,7 @@ if root not in sys.path:
     sys.path.insert(0, root)
 import helpers
 
-print("helpers", helpers.__version__, "from", root)'''
+print("helpers", helpers.__version__, "from", os.path.relpath(root))  # relative: no machine's paths'''
 SETUP_SOURCE = "# NBVAL_IGNORE_OUTPUT\n" + SETUP_CELL
 
 

@@ -245,3 +245,18 @@ def test_solutions_are_hidden_in_jupyterlab_and_colab(path):
         assert cell.metadata.get("cellView") == "form", cell.source[:80]
         assert cell.source.startswith("# @title Solution"), cell.source[:80]
 
+
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~<])/(?:home|Users|work|root|content|tmp|private|var|opt|mnt)/[\w.-]+")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_outputs_show_no_absolute_paths(path):
+    """Students read the committed outputs on GitHub: paths are printed relative to the repository
+    or the cache (helpers.config.display_path), never as the executing machine's absolute paths."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") or "".join(str(v) for k, v in out.get("data", {}).items() if k.startswith("text/"))
+            found = ABSOLUTE_PATH.search(text)
+            assert not found, f"{path.name} cell {i} prints an absolute path: {found.group()!r}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from helpers.checks._core import Verdict, _checker, _compare, _fail, _pass, _run, _Stop, _t
 from helpers import toy
+from helpers.checks._core import Verdict, _checker, _compare, _fail, _pass, _run, _Stop, _t
 from helpers.losses import bradley_terry_loss
 
 

@@ -52,7 +52,7 @@ if root not in sys.path:
     sys.path.insert(0, root)
 import helpers
 
-print("helpers", helpers.__version__, "from", root)
+print("helpers", helpers.__version__, "from", os.path.relpath(root))  # relative: no machine's paths
 
 # %% [markdown]
 # ## Where are we running?
@@ -134,7 +134,7 @@ print(task.describe())
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-print("cache:", config.cache_dir())
+print("cache:", config.display_path(config.cache_dir()))
 
 # %% [markdown]
 # ## The map of the series

@@ -56,7 +56,7 @@ if root not in sys.path:
     sys.path.insert(0, root)
 import helpers
 
-print("helpers", helpers.__version__, "from", root)
+print("helpers", helpers.__version__, "from", os.path.relpath(root))  # relative: no machine's paths
 
 # %%
 import math

@@ -67,7 +67,7 @@ if root not in sys.path:
     sys.path.insert(0, root)
 import helpers
 
-print("helpers", helpers.__version__, "from", root)
+print("helpers", helpers.__version__, "from", os.path.relpath(root))  # relative: no machine's paths
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -80,6 +80,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import checks, viz
+from helpers.config import display_path
 from helpers.evaluate import sample_policy, score_responses
 from helpers.pairs import get_preference_pairs, load_pairs_stats
 from helpers.profiles import SFT_DEMO_SIZES, sizes
@@ -92,6 +93,7 @@ from helpers.world import (
     load_sft_history,
     load_sft_model,
     load_tokenizer,
+    shown,
     start_notebook,
 )
 
@@ -99,7 +101,7 @@ world, device = start_notebook(seed=0)  # quiet transformers, seed, profile (DPO
 SIZES = sizes(SFT_DEMO_SIZES, world.profile)  # this notebook's sizes, per profile (helpers/profiles.py)
 tokenizer = load_tokenizer(world)
 reward_fn = get_reward_fn(world, device=device)
-print(f"profile {world.profile} on {device}; base model {world.base_model}; reward {world.reward}")
+print(f"profile {world.profile} on {device}; base model {shown(world.base_model)}; reward {world.reward}")
 print(SIZES)
 
 # %% [markdown]
@@ -200,7 +202,7 @@ plt.show()
 # NBVAL_IGNORE_OUTPUT
 sft = load_sft_model(world, device=device)
 history = load_sft_history(world)
-print(f"SFT model: {world.sft_dir}")
+print(f"SFT model: {display_path(world.sft_dir)}")
 print(f"{history['steps'][-1]} steps; final train loss {history['final_train_loss']:.3f}, "
       f"held-out loss {history['final_eval_loss']:.3f} nats/token")
 viz.plot_sft_history(history, title=f"the cached SFT run ({history['steps'][-1]} steps)")

@@ -56,7 +56,7 @@ if root not in sys.path:
     sys.path.insert(0, root)
 import helpers
 
-print("helpers", helpers.__version__, "from", root)
+print("helpers", helpers.__version__, "from", os.path.relpath(root))  # relative: no machine's paths
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -73,7 +73,7 @@ import numpy as np
 import torch
 
 from helpers import checks, viz
-from helpers.config import autocast_dtype, seed_everything
+from helpers.config import autocast_dtype, display_path, seed_everything
 from helpers.corpus import GOODHART_WORD
 from helpers.data import tokenize_preferences
 from helpers.evaluate import evaluate_policy, word_rate
@@ -384,7 +384,7 @@ start = time.perf_counter()
 # train_dpo inside, with a resume checkpoint every 20 steps; a finished run is saved as safetensors
 policy, metrics = load_or_train_dpo(world, config, train_pairs, tokenizer, ref_model, ref_logps=ref_logps,
                                     eval_fn=eval_fn, device=device, checkpoint_every=20)
-print(f"{len(metrics)} steps in {time.perf_counter() - start:.0f} s; saved in {run_dir}")
+print(f"{len(metrics)} steps in {time.perf_counter() - start:.0f} s; saved in {display_path(run_dir)}")
 
 # %%
 viz.plot_dpo_metrics(metrics, smooth=5)

@@ -74,7 +74,7 @@ def forward_flops_per_token(shape: dict, context: int) -> float:
 def budget(profile: str = "gpt2", quick: bool = False) -> dict[str, dict[str, float]]:
     """Per notebook: ``train`` (FLOPs of forward+backward), ``score`` (forward-only FLOPs),
     ``decode_steps`` and ``decode_flops`` (sampling), from the profile's full sizes."""
-    w, d, dpo = P.WORLD_SIZES[profile], P.DPO_SIZES[profile], P.DPO_SIZES[profile]
+    w, d = P.WORLD_SIZES[profile], P.DPO_SIZES[profile]
     pairs, rl, fr = P.PAIRS_SIZES[profile], P.RLHF_SIZES[profile], P.FRONTIER_SIZES[profile]
     demo, ev = P.SFT_DEMO_SIZES[profile], P.SFT_EVAL_SIZES[profile]
     shape = model_shape(quick)
@@ -92,7 +92,7 @@ def budget(profile: str = "gpt2", quick: bool = False) -> dict[str, dict[str, fl
                 "score": models_scoring * n_rows * seq * fwd}
 
     def dpo_run(steps: int, n_evals: int, eval_rows: int) -> dict:
-        per_step = dpo["batch_size"] * dpo["gradient_accumulation_steps"] * 2 * dpo["max_length"] * 0.6  # ~60% non-pad
+        per_step = d["batch_size"] * d["gradient_accumulation_steps"] * 2 * d["max_length"] * 0.6  # ~60% non-pad
         out = {"train": 3 * steps * per_step * fwd, "score": n_train_pairs * 2 * seq * fwd}  # + reference pass
         s = sampling(n_evals * eval_rows)
         return add(out, s)
@@ -258,12 +258,11 @@ def build_step(part: str, quick: bool, device="cpu"):
         rm = RewardModel(_gpt2(quick, device).transformer).eval()
 
         def score_fn(prompts_ids, responses_ids):
-            rows = [p + r for p, r in zip(prompts_ids, responses_ids)]
-            t = max(len(r) for r in rows)
-            x = torch.tensor([r + [vocab - 1] * (t - len(r)) for r in rows], device=device)
-            mask = torch.tensor([[1] * len(r) + [0] * (t - len(r)) for r in rows], device=device)
+            from helpers.data import pad_rows
+
+            x, mask = pad_rows([p + r for p, r in zip(prompts_ids, responses_ids)], vocab - 1)  # (B, T) each
             with torch.no_grad():
-                return rm(x, mask).tolist()
+                return rm(x.to(device), mask.to(device)).tolist()
 
         ppo = rl["ppo"]
         cfg = rlhf.RLHFConfig(beta=ppo["beta"], lr=ppo["lr"], batch_size=ppo["batch_size"],

@@ -243,13 +243,17 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def plot_dpo_metrics(metrics: list[dict], smooth: int = 5, fig=None):
+def plot_dpo_metrics(metrics: list[dict], smooth: int = 5, fig=None, start: dict | None = None):
     """The DPO run at a glance (TRL's metric names): loss, accuracy, implicit rewards, and the
-    periodic evaluation (mean ground-truth reward and KL to pi_ref) when present.
+    periodic evaluation (mean ground-truth reward and KL to pi_ref, with their standard errors as
+    error bars) when present.
 
     Args:
         metrics: ``helpers.train.train_dpo``'s list of per-step dicts.
         smooth: moving-average window over steps (raw values drawn faintly).
+        start: the same evaluation of the starting policy (``eval_fn(ref_model)``: keys
+            ``reward_mean``, ``reward_se``, ``kl_mean``, ``kl_se``), drawn at step 0 -- without it a
+            rise cannot be told from where the run began.
     Returns:
         the Figure.
     """
@@ -276,13 +280,20 @@ def plot_dpo_metrics(metrics: list[dict], smooth: int = 5, fig=None):
     axes[2].set_ylabel("implicit reward (beta * log-ratio)")
     axes[2].legend(fontsize=8)
     if has_eval:
-        steps, r = _series(metrics, "eval/reward_mean")
-        _, kl = _series(metrics, "eval/kl_mean")
-        axes[3].plot(steps, r, "o-", color="C1")
-        axes[3].set_ylabel("held-out mean reward", color="C1")
+        rows = ([{"step": 0, **{f"eval/{k}": v for k, v in start.items()}}] if start else []) + \
+            [m for m in metrics if "eval/reward_mean" in m]
+        steps = [m["step"] for m in rows]
+
+        def column(key):
+            values = [m.get(key) for m in rows]
+            return None if any(v is None for v in values) else values
+
+        axes[3].errorbar(steps, column("eval/reward_mean"), yerr=column("eval/reward_se"), fmt="o-", color="C1",
+                         capsize=3)
+        axes[3].set_ylabel("held-out mean reward (± SE)", color="C1")
         twin = axes[3].twinx()
-        twin.plot(steps, kl, "s--", color="C4")
-        twin.set_ylabel("KL(pi || pi_ref) (nats)", color="C4")
+        twin.errorbar(steps, column("eval/kl_mean"), yerr=column("eval/kl_se"), fmt="s--", color="C4", capsize=3)
+        twin.set_ylabel("KL(pi || pi_ref) (nats, ± SE)", color="C4")
     for ax in axes:
         ax.set_xlabel("step")
     fig.tight_layout()

@@ -41,6 +41,20 @@ def test_dpo_metrics_plot_draws_every_panel():
     assert len(fig_no_eval.axes) == 3
 
 
+def test_dpo_eval_panel_starts_at_step_0_with_error_bars():
+    metrics = [dict(m) for m in METRICS]
+    metrics[4].update({"eval/reward_se": 0.05, "eval/kl_se": 0.1})
+    metrics[9].update({"eval/reward_se": 0.04, "eval/kl_se": 0.2})
+    start = {"reward_mean": 0.25, "reward_se": 0.06, "kl_mean": 0.0, "kl_se": 0.0}
+    fig = viz.plot_dpo_metrics(metrics, smooth=3, start=start)
+    eval_ax = fig.axes[3]
+    line = eval_ax.get_lines()[0]
+    assert list(line.get_xdata()) == [0, 5, 10] and list(line.get_ydata()) == [0.25, 0.3, 0.5]
+    bars = eval_ax.collections[0].get_segments()  # one vertical segment per point: mean +- SE
+    assert [tuple(np.round(seg[:, 1], 3)) for seg in bars] == [(0.19, 0.31), (0.25, 0.35), (0.46, 0.54)]
+    assert "SE" in eval_ax.get_ylabel()
+
+
 def test_chosen_rejected_and_margin_plots():
     ax = viz.plot_chosen_rejected(METRICS, smooth=1)
     ys = [list(line.get_ydata()) for line in ax.get_lines()[:3]]

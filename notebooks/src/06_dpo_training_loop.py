@@ -387,9 +387,12 @@ policy, metrics = load_or_train_dpo(world, config, train_pairs, tokenizer, ref_m
 print(f"{len(metrics)} steps in {time.perf_counter() - start:.0f} s; saved in {display_path(run_dir)}")
 
 # %%
-viz.plot_dpo_metrics(metrics, smooth=5)
+sft_eval = eval_fn(ref_model)  # the same evaluation of the starting point, pi_ref itself: step 0
+viz.plot_dpo_metrics(metrics, smooth=5, start=sft_eval)
 plt.show()
 print(f"{'step':>5} {'loss':>7} {'acc':>6} {'margin':>7} {'reward':>14} {'KL (nats)':>14}")
+print(f"{0:5d} {math.log(2):7.4f} {'-':>6} {0.0:7.3f} {sft_eval['reward_mean']:+7.3f} ± {sft_eval['reward_se']:.3f} "
+      f"{sft_eval['kl_mean']:7.2f} ± {sft_eval['kl_se']:.2f}   (pi_ref)")
 for m in metrics:
     if "eval/reward_mean" in m:
         print(f"{m['step']:5d} {m['loss']:7.4f} {m['rewards/accuracies']:6.2f} {m['rewards/margins']:7.3f} "
@@ -400,8 +403,10 @@ for m in metrics:
 # Read the panels left to right: the loss falls from $\ln 2$; the accuracy (the share of pairs in
 # the batch whose implicit reward ranks chosen above rejected) rises from 0; the implicit rewards of
 # chosen and rejected responses separate (notebook 07 looks at why both often go *down*); and on
-# held-out prompts the ground-truth reward rises while the KL from the reference grows — the
-# trade-off the $\beta$ of the objective controls.
+# held-out prompts, from $\pi_{\mathrm{ref}}$'s own point at step 0, the ground-truth reward and the KL
+# from the reference move — the trade-off the $\beta$ of the objective controls. The error bars are one
+# standard error over the evaluation prompts: a change smaller than them is not a measured change
+# (section 11 evaluates on more prompts).
 #
 # ## 10. Checkpoints and resuming
 #

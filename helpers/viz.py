@@ -461,7 +461,7 @@ def tokens_html(row: dict, vmax: float) -> str:
 
 def token_browser(rows: list[dict], labels: list[str] | None = None, vmax: float | None = None):
     """An ipywidgets browser over responses: pick one, see its tokens coloured by implicit reward and
-    a table of the per-token values. Works with ipywidgets 7.7 (Colab) and 8.
+    their per-token values in a compact strip. Works with ipywidgets 7.7 (Colab) and 8.
 
     Args:
         rows: ``helpers.implicit.response_token_rewards`` output.
@@ -483,10 +483,17 @@ def token_browser(rows: list[dict], labels: list[str] | None = None, vmax: float
 
     def render(i: int) -> None:
         row = rows[i]
-        table = "".join(f"<tr><td style='text-align:left;white-space:pre'>{html.escape(_show_token(t))!s}</td>"
-                        f"<td>{v:+.3f}</td></tr>" for t, v in zip(row["tokens"], row["rewards"]))
-        view.value = (tokens_html(row, vmax) + "<table style='font-size:12px'><tr><th>token</th>"
-                      "<th>beta log(pi/pi_ref)</th></tr>" + table + "</table>")
+        # the per-token values as a compact wrapped strip (token over its value), not one tall table
+        # row per token: 20 tokens take two lines instead of ~740 px
+        cells = "".join(
+            "<div style='display:inline-block;text-align:center;margin:0 3px 6px 0;padding:1px 3px;"
+            "border:1px solid #ddd'>"
+            f"<div style='white-space:pre'>{html.escape(_show_token(t))}</div>"
+            f"<div style='font-size:11px;color:#333'>{v:+.3f}</div></div>"
+            for t, v in zip(row["tokens"], row["rewards"]))
+        view.value = (tokens_html(row, vmax) + "<div style='font-size:12px;color:#555'>beta log(pi / pi_ref) per "
+                      "token:</div><div style='font-family:monospace;font-size:12px;line-height:1.2'>"
+                      + cells + "</div>")
 
     picker.observe(lambda change: render(change["new"]), names="value")
     render(0)

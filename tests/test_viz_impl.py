@@ -94,3 +94,6 @@ def test_token_browser_follows_the_picker():
     assert "r_hat = +0.55" in view.value
     picker.value = 1
     assert "r_hat = -0.40" in view.value and "cries" in view.value
+    # one compact cell per token (its value under it), no tall table rows
+    assert "<tr>" not in view.value and view.value.count(">+0.200</div>") == 1
+    assert view.value.count("font-size:11px") == len(ROWS[1]["tokens"])

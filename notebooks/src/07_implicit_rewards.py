@@ -194,8 +194,15 @@ print(f"ranking accuracy: training pairs {acc_seen:.3f}, held-out pairs {acc_hel
 # implicit reward against it asks: did DPO recover the reward it only saw through comparisons?
 
 # %%
-implicit = np.concatenate([held["chosen"], held["rejected"]])
-true = np.concatenate([np.asarray(held_out_pairs["chosen_reward"]), np.asarray(held_out_pairs["rejected_reward"])])
+# each held-out response once: a prompt's k samples make up to k(k-1)/2 pairs, so a response stands in
+# several pairs, and counting it each time would weigh it (and its prompt) several times over
+once = {}
+for side in ("chosen", "rejected"):
+    for key, imp, tr in zip(zip(held_out_pairs["prompt"], held_out_pairs[side]), held[side],
+                            held_out_pairs[f"{side}_reward"]):
+        once.setdefault(key, (imp, tr))
+implicit, true = (np.array(v) for v in zip(*once.values()))
+print(f"{2 * len(held_out_pairs)} responses in {len(held_out_pairs)} held-out pairs, {len(once)} distinct")
 stats = implicit_vs_true(implicit, true)
 viz.plot_implicit_vs_true(implicit, true, title="held-out responses")
 plt.show()
@@ -262,15 +269,22 @@ print(checks.check_token_implicit_rewards(token_implicit_rewards))
 
 # %%
 n_show = 6
+prompts_seen, shown_pairs = set(), []  # one pair per prompt: six prompts, twelve different responses
+for i, prompt in enumerate(held_out_pairs["prompt"]):
+    if prompt not in prompts_seen and len(shown_pairs) < n_show:
+        prompts_seen.add(prompt)
+        shown_pairs.append(i)
 rows = response_token_rewards(policy, ref_model, tokenizer,
-                              list(held_out_pairs["prompt"][:n_show]) * 2,
-                              list(held_out_pairs["chosen"][:n_show]) + list(held_out_pairs["rejected"][:n_show]),
+                              [held_out_pairs["prompt"][i] for i in shown_pairs] * 2,
+                              [held_out_pairs["chosen"][i] for i in shown_pairs]
+                              + [held_out_pairs["rejected"][i] for i in shown_pairs],
                               beta, config.max_length, config.max_prompt_length)
 order = [i for pair in zip(range(n_show), range(n_show, 2 * n_show)) for i in pair]  # chosen, rejected, ...
-viz.plot_token_heatmap([rows[i] for i in order], title="held-out pairs: chosen (odd rows) and rejected (even rows)")
+viz.plot_token_heatmap([rows[i] for i in order], title="held-out pairs of six prompts: chosen (odd rows) and "
+                       "rejected (even rows)")
 plt.show()
 print("sums equal the sequence-level implicit rewards:",
-      np.allclose([r["total"] for r in rows[:n_show]], held["chosen"][:n_show], atol=1e-4))
+      np.allclose([r["total"] for r in rows[:n_show]], held["chosen"][shown_pairs], atol=1e-4))
 
 # %% [markdown]
 # Single responses are noisy. Averaged over many tokens, a clear picture appears: below, the

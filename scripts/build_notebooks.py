@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -93,6 +94,36 @@ def sync(src: Path) -> Path:
     return path
 
 
+# a tqdm bar's text: "desc:  40%|####      | 4/10 [00:01<00:02, 3.1it/s]"
+PROGRESS_BAR = re.compile(r"^[^\n|]*\d+%\|[^|]*\| *\d+/\d+ \[[^\]]*\]\s*$")
+
+
+def drop_progress_bars(nb) -> int:
+    """Remove progress bars from a notebook's saved outputs: live they move, but saved they stay
+    frozen at their first frame ("0%") -- which is all a reader on GitHub would see. Returns how many
+    outputs were dropped or trimmed. Widgets that are not progress bars (sliders, browsers) stay."""
+    changed = 0
+    for cell in nb.cells:
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "display_data" and "application/vnd.jupyter.widget-view+json" in out.get("data", {}):
+                if PROGRESS_BAR.match(str(out["data"].get("text/plain", ""))):
+                    changed += 1
+                    continue
+            if out.get("output_type") == "stream":
+                lines = re.split(r"(?<=[\n\r])", out["text"])
+                rest = [ln for ln in lines if not PROGRESS_BAR.match(ln.strip("\r\n") or "x")]
+                if len(rest) != len(lines):
+                    changed += 1
+                    if not "".join(rest).strip():
+                        continue
+                    out["text"] = "".join(rest)
+            kept.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    return changed
+
+
 def execute(path: Path, timeout: int = 900) -> float:
     from nbclient import NotebookClient
 
@@ -102,6 +133,7 @@ def execute(path: Path, timeout: int = 900) -> float:
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(OUT)}}).execute()
     dt = time.time() - t0
+    drop_progress_bars(nb)
     nbformat.write(nb, path)
     print(f"{path.name}: executed in {dt:.0f} s (profile {env_profile})")
     return dt

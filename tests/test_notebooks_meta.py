@@ -260,3 +260,31 @@ def test_committed_outputs_show_no_absolute_paths(path):
             text = out.get("text", "") or "".join(str(v) for k, v in out.get("data", {}).items() if k.startswith("text/"))
             found = ABSOLUTE_PATH.search(text)
             assert not found, f"{path.name} cell {i} prints an absolute path: {found.group()!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_outputs_hold_no_frozen_progress_bars(path):
+    """A saved tqdm bar shows its first frame ("0%") forever; build_notebooks drops them."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            texts = [out.get("text", "")] + [str(v) for k, v in out.get("data", {}).items() if k == "text/plain"]
+            for text in texts:
+                for line in re.split(r"[\n\r]", text):
+                    assert not build_notebooks.PROGRESS_BAR.match(line.strip() or "x"), \
+                        f"{path.name} cell {i} saved a progress bar: {line.strip()[:60]!r}"
+
+
+def test_progress_bars_are_dropped_and_other_widgets_kept():
+    nb = nbformat.v4.new_notebook()
+    bar = nbformat.v4.new_output("display_data", data={"text/plain": "SFT:   0%|          | 0/60 [00:00<?, ?it/s]",
+                                                        "application/vnd.jupyter.widget-view+json": {"model_id": "a"}})
+    slider = nbformat.v4.new_output("display_data", data={"text/plain": "VBox(children=(FloatLogSlider(value=1.0)))",
+                                                           "application/vnd.jupyter.widget-view+json": {"model_id": "b"}})
+    stream = nbformat.v4.new_output("stream", name="stderr",
+                                    text="PPO:  50%|#####     | 6/12 [00:01<00:01, 4.0it/s]\rscore 0.5\n")
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=[bar, slider, stream])]
+    assert build_notebooks.drop_progress_bars(nb) == 2
+    outs = nb.cells[0].outputs
+    assert [o.get("data", {}).get("text/plain", o.get("text")) for o in outs] == [
+        "VBox(children=(FloatLogSlider(value=1.0)))", "score 0.5\n"]

@@ -67,6 +67,15 @@ def pairs_from_samples(prompts: list[str], responses: list[list[str]], rewards: 
     return records, ties
 
 
+def count_pairs(rewards) -> int:
+    """How many preference pairs k samples with these rewards give, without listing them: all
+    k(k-1)/2 two-sample pairs minus the tied ones, C(n, 2) for every reward value n samples share."""
+    from collections import Counter
+
+    k = len(rewards)
+    return k * (k - 1) // 2 - sum(n * (n - 1) // 2 for n in Counter(rewards).values())
+
+
 def build_preference_pairs(model, tokenizer, prompts: list[str], reward_fn, k: int = 4,
                            max_new_tokens: int = 40, temperature: float = 1.0, seed: int = 0,
                            batch_size: int = 256, drop_truncated: bool = True,

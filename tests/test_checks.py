@@ -42,7 +42,7 @@ ALL_CHECKERS = [checks.check_log_softmax, checks.check_kl_divergence, checks.che
                 checks.check_bt_loss, checks.check_optimal_policy, checks.check_rlhf_objective,
                 checks.check_reward_from_policy, checks.check_dpo_loss, checks.check_dpo_gradient,
                 checks.check_beta_limits, checks.check_win_gap, checks.check_bayes_accuracy,
-                checks.check_kl_monte_carlo]
+                checks.check_kl_monte_carlo, checks.check_count_pairs]
 
 
 @pytest.mark.parametrize("checker", ALL_CHECKERS, ids=lambda c: c.__name__)
@@ -314,3 +314,23 @@ def test_beta_limits_needs_the_tie_case():
                    "restricted to the tied responses")
     assert_rejects(checks.check_beta_limits, lambda p, r: p, "return two distributions")
 
+
+
+def test_count_pairs_checks_the_counting_argument():
+    from collections import Counter
+
+    def right(rewards):
+        k = len(rewards)
+        return k * (k - 1) // 2 - sum(n * (n - 1) // 2 for n in Counter(rewards).values())
+
+    def brute(rewards):
+        return sum(1 for i in range(len(rewards)) for j in range(i + 1, len(rewards)) if rewards[i] != rewards[j])
+
+    assert_accepts(checks.check_count_pairs, right)
+    assert_accepts(checks.check_count_pairs, brute)  # enumerating is right too, only slower
+    assert_rejects(checks.check_count_pairs, lambda r: len(r) * (len(r) - 1) // 2, "tied samples")
+    assert_rejects(checks.check_count_pairs,
+                   lambda r: len(r) * (len(r) - 1) // 2 - sum(n - 1 for n in Counter(r).values()), "not n - 1")
+    assert_rejects(checks.check_count_pairs,
+                   lambda r: len(r) * (len(r) - 1) - sum(n * (n - 1) for n in Counter(r).values()), "twice")
+    assert_rejects(checks.check_count_pairs, lambda r: "many", "an int")

@@ -20,7 +20,7 @@ from helpers.checks.nb01 import check_bayes_accuracy, check_bradley_terry_prob, 
 from helpers.checks.nb02 import check_beta_limits, check_optimal_policy, check_rlhf_objective
 from helpers.checks.nb03 import check_dpo_gradient, check_dpo_loss, check_reward_from_policy
 from helpers.checks.nb04 import check_response_labels, check_sequence_logprobs
-from helpers.checks.nb05 import check_make_pairs, check_sft_loss
+from helpers.checks.nb05 import check_count_pairs, check_make_pairs, check_sft_loss
 from helpers.checks.nb06 import check_dpo_batch_loss, check_kl_estimate
 from helpers.checks.nb07 import check_bon_kl_bound, check_implicit_reward, check_token_implicit_rewards
 from helpers.checks.nb08 import check_gae, check_rloo_advantages
@@ -32,6 +32,7 @@ __all__ = [
     "check_bon_kl_bound",
     "check_bradley_terry_prob",
     "check_bt_loss",
+    "check_count_pairs",
     "check_dpo_batch_loss",
     "check_dpo_gradient",
     "check_dpo_loss",

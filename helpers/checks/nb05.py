@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.checks._core import Verdict, _call, _checker, _compare, _fail, _pass, _run, _Stop
+from helpers.pairs import count_pairs
 
 
 @_checker
@@ -82,3 +83,35 @@ def check_make_pairs(fn) -> Verdict:
             return _fail(name, "some pairs appear twice; each unordered pair of samples once.")
         return _fail(name, f"wrong pairs ({context}): got {sorted(got)}, expected {sorted(expected)}.")
     return _pass(name, "all k(k-1)/2 pairs, higher reward chosen, ties dropped.")
+
+
+@_checker
+def check_count_pairs(fn) -> Verdict:
+    """Exercise (05): ``count_pairs(rewards)`` -> how many preference pairs k samples with these rewards
+    give: k(k-1)/2 minus the tied pairs, sum over reward values of C(n_v, 2) -- counted, not enumerated."""
+    name = "count_pairs"
+    cases = [([0.8, -0.4, 0.2], "3 different rewards"), ([0.3, -0.3, 0.0, 0.3], "4 samples, two share 0.3"),
+             ([0.5] * 4, "4 samples, all tied"), ([0.1, 0.1, 0.1, 0.2, 0.2, 0.9], "6 samples: three tied, two tied"),
+             ([float(v % 7) for v in range(500)], "500 samples over 7 values")]
+    for rewards, context in cases:
+        got = _call(name, fn, list(rewards))
+        try:
+            got = int(got)
+        except Exception:
+            raise _Stop(_fail(name, f"returned {type(got).__name__}; return the number of pairs, an int.")) from None
+        k = len(rewards)
+        expected = count_pairs(rewards)
+        if got == expected:
+            continue
+        from collections import Counter
+
+        counts = Counter(rewards).values()
+        if got == k * (k - 1) // 2:
+            return _fail(name, f"{context}: {got} counts every two samples; tied samples (same reward) give no pair.")
+        if got == k * (k - 1) // 2 - sum(n - 1 for n in counts):
+            return _fail(name, f"{context}: {got}: n samples sharing a reward make C(n, 2) = n(n-1)/2 tied pairs, "
+                               "not n - 1.")
+        if got == k * (k - 1) - sum(n * (n - 1) for n in counts):
+            return _fail(name, f"{context}: {got} counts each pair twice (ordered); a pair is unordered: divide by 2.")
+        return _fail(name, f"{context}: got {got}, expected {expected}.")
+    return _pass(name, "k(k-1)/2 minus C(n, 2) for every group of n tied rewards, even for 500 samples.")

@@ -303,6 +303,58 @@ for p in first[:3]:
     print(f"prompt {p['prompt']!r}\n  chosen   {p['chosen']!r}\n  rejected {p['rejected']!r}")
 
 # %% [markdown]
+# ### Exercise 3 — how many pairs will the data hold?
+#
+# Before building a dataset you want its size. $k$ samples give $k(k-1)/2$ two-sample pairs, but
+# a reward such as VADER's is often *exactly* equal for different samples (a neutral "the film is
+# set in a village." scores 0.0), and ties carry no preference. Count the pairs **without listing
+# them**: how many tied pairs do $n$ samples that share one reward value make?
+#
+# Implement `count_pairs(rewards)` for one prompt's list of $k$ rewards; return an int.
+
+# %%
+def count_pairs(rewards):
+    # YOUR CODE HERE: an int, the number of pairs make_pairs would return
+    raise NotImplementedError
+
+
+checks.check_count_pairs(count_pairs)
+
+
+# %% [markdown]
+# **Solution.** $n$ samples sharing a value make $\binom{n}{2}$ tied pairs:
+
+# %% cellView="form" jupyter={"source_hidden": true}
+# @title Solution
+# NBVAL_CHECK_OUTPUT
+def count_pairs(rewards):
+    from collections import Counter
+
+    k = len(rewards)
+    return k * (k - 1) // 2 - sum(n * (n - 1) // 2 for n in Counter(rewards).values())
+
+
+print(checks.check_count_pairs(count_pairs))
+
+# %% [markdown]
+# On the SFT samples above, prompt by prompt (`helpers.pairs.count_pairs`, so this runs whatever
+# your answer), against `make_pairs`'s lists:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from helpers.pairs import count_pairs as course_count_pairs
+
+n_prompts_after = len(after_rewards) // k
+counted = listed = possible = 0
+for i in range(n_prompts_after):
+    rewards_i = [float(v) for v in after_rewards[i * k:(i + 1) * k]]
+    counted += course_count_pairs(rewards_i)
+    listed += len(make_pairs(after["prompt"][i * k], after["response"][i * k:(i + 1) * k], rewards_i))
+    possible += k * (k - 1) // 2
+print(f"{n_prompts_after} prompts x {k} samples: {possible} two-sample pairs, {possible - counted} of them tied, "
+      f"{counted} preference pairs counted, {listed} listed by make_pairs")
+
+# %% [markdown]
 # The cached pairs for notebook 06 (built once from the SFT model: prompts from a split disjoint
 # from the SFT texts and from the held-out prompts):
 

@@ -142,7 +142,8 @@ print("cache:", config.display_path(config.cache_dir()))
 # The whole course in one picture: RLHF and DPO start the same way -- an SFT model, pairs of its
 # responses, a preference label per pair -- and then part. RLHF fits a reward model to the labels
 # and runs reinforcement learning against it with a KL penalty; DPO turns the same labels into one
-# classification-style loss on the policy. Notebooks 01-03 derive why both aim at the same policy,
+# classification-style loss on the *policy* (the language model being trained, seen as a
+# probability distribution over responses to each prompt). Notebooks 01-03 derive why both aim at the same policy,
 # 04-07 build DPO, 08 builds RLHF and measures the two side by side.
 
 # %%
@@ -228,7 +229,8 @@ checks.check_log_softmax(log_softmax)
 # %% [markdown]
 # ### Exercise 2 — the KL divergence
 #
-# $\mathrm{KL}(p\,\|\,q)=\sum_y p(y)\log\frac{p(y)}{q(y)}$, in nats: how much $p$ differs from $q$,
+# $\mathrm{KL}(p\,\|\,q)=\sum_y p(y)\log\frac{p(y)}{q(y)}$, in *nats* (the unit of a natural log; bits
+# use $\log_2$, 1 nat = 1.44 bits): how much $p$ differs from $q$,
 # weighted by $p$. It is the "stay close to the reference" term of RLHF and DPO (notebook 02). It is
 # **not symmetric**, and a response with $p(y)=0$ contributes $0\cdot\log 0 = 0$.
 #

@@ -268,19 +268,19 @@ print(checks.check_token_implicit_rewards(token_implicit_rewards))
 # the token's probability; red: lowered; the right column is the sum, $\hat r$). The ⏎ is the EOS.
 
 # %%
-n_show = 6
-prompts_seen, shown_pairs = set(), []  # one pair per prompt: six prompts, twelve different responses
+prompts_seen, shown_pairs = set(), []  # one pair per prompt (up to six): every response shown is a different one
 for i, prompt in enumerate(held_out_pairs["prompt"]):
-    if prompt not in prompts_seen and len(shown_pairs) < n_show:
+    if prompt not in prompts_seen and len(shown_pairs) < 6:
         prompts_seen.add(prompt)
         shown_pairs.append(i)
+n_show = len(shown_pairs)
 rows = response_token_rewards(policy, ref_model, tokenizer,
                               [held_out_pairs["prompt"][i] for i in shown_pairs] * 2,
                               [held_out_pairs["chosen"][i] for i in shown_pairs]
                               + [held_out_pairs["rejected"][i] for i in shown_pairs],
                               beta, config.max_length, config.max_prompt_length)
 order = [i for pair in zip(range(n_show), range(n_show, 2 * n_show)) for i in pair]  # chosen, rejected, ...
-viz.plot_token_heatmap([rows[i] for i in order], title="held-out pairs of six prompts: chosen (odd rows) and "
+viz.plot_token_heatmap([rows[i] for i in order], title=f"held-out pairs of {n_show} prompts: chosen (odd rows) and "
                        "rejected (even rows)")
 plt.show()
 print("sums equal the sequence-level implicit rewards:",

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import os
 import re
 import statistics
@@ -159,28 +158,28 @@ def same_within(a: str, b: str) -> bool:
 
 
 def notebook_rows(device: torch.device, name: str) -> list[list[str]]:
+    import tempfile
+
     import nbformat
-    from nbclient import NotebookClient
+    from series_runtime import execute  # the benchmarks' one notebook runner (fresh kernel, errors reported)
 
     path = ROOT / "notebooks" / name
     committed = nbformat.read(path, as_version=4)
-    nb = copy.deepcopy(committed)
     env = {"DPO_PROFILE": "tiny", "HF_HUB_OFFLINE": "1", "DPO_DEVICE": device.type, "DPO_SCALE": "full"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    t0 = time.perf_counter()
     try:
-        NotebookClient(nb, timeout=900, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    except Exception as e:  # noqa: BLE001 -- reported in the table
-        return [[f"notebook {name} on {device.type}", "**failed**", str(e).strip().splitlines()[-1][:300]]]
+        with tempfile.TemporaryDirectory() as keep:
+            seconds, status = execute(path, timeout=900, keep=Path(keep))
+            nb = nbformat.read(Path(keep) / name, as_version=4)
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    seconds = time.perf_counter() - t0
+    if status != "ok":
+        return [[f"notebook {name} on {device.type}", "**failed**", status]]
     mine, theirs = _checked_outputs(nb), _checked_outputs(committed)
     exact = sum(a[1] == b[1] for a, b in zip(mine, theirs))
     close = [a[0] for a, b in zip(mine, theirs) if a[1] != b[1] and same_within(a[1], b[1])]

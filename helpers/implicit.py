@@ -211,6 +211,27 @@ def implicit_vs_true(implicit, true) -> dict[str, float]:
             "pairwise_accuracy": float(agree.mean()) if upper.any() else float("nan"), "n": int(len(imp))}
 
 
+def calibration_slope(implicit, rewards, groups) -> float:
+    """The within-prompt least-squares slope of implicit rewards on true rewards.
+
+    beta * log(pi_theta / pi_ref) is a reward only up to a per-prompt constant, so both are centred
+    per prompt (``groups``: the prompt of each response) before the slope is fitted. A policy at
+    pi*_{tau beta} has implicit rewards r / tau + c(x): slope 1 / tau (1 for the KL-optimal policy
+    of the same beta); below it the policy moved less than the target asks, above it more.
+    """
+    imp, tru, g = (np.asarray(a) for a in (implicit, rewards, groups))
+    imp, tru = imp.astype(np.float64), tru.astype(np.float64)
+    if not imp.shape == tru.shape == g.shape or imp.ndim != 1:
+        raise ValueError(f"need three equal-length 1-D arrays, got {imp.shape}, {tru.shape}, {g.shape}")
+    for key in np.unique(g):
+        at = g == key
+        imp[at] -= imp[at].mean()
+        tru[at] -= tru[at].mean()
+    if not (tru ** 2).sum() > 0:
+        return float("nan")
+    return float((imp * tru).sum() / (tru ** 2).sum())
+
+
 def token_reward_table(rows: list[dict], min_count: int = 5) -> list[dict]:
     """Average per-token implicit reward of each distinct token over many responses.
 

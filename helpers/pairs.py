@@ -205,6 +205,53 @@ def load_pairs_stats(world, n_prompts: int | None = None, k: int | None = None, 
     return json.loads((pairs_path(world, n_prompts, k, seed) / "stats.json").read_text())
 
 
+def annotate_pairs(records, tau: float = 1.0, mode: str = "expected", seed: int = 0) -> tuple[list[dict], dict]:
+    """A simulated Bradley-Terry annotator for ranked pairs: P(chosen preferred) = sigmoid((r_c - r_r) / tau).
+
+    The course's pairs carry *certain* labels (chosen = the higher reward). DPO's derivation assumes
+    labels drawn from the Bradley-Terry model; with them its loss is minimised by pi*_{tau beta}
+    (``helpers.losses.soft_dpo_loss``). Two annotators:
+
+    * ``mode="expected"``: every record gains ``chosen_prob`` = sigmoid((r_c - r_r) / tau), the
+      expected label (train with ``DPOConfig(loss_type="soft")``);
+    * ``mode="sampled"``: each pair's label is drawn once (seeded); where the draw prefers the
+      rejected response the pair is swapped (rewards and ``*_ended`` flags with it), and
+      ``chosen_prob`` is 1.0 -- what one human label per pair gives.
+
+    Args:
+        records: dicts with ``prompt``, ``chosen``, ``rejected``, ``chosen_reward``, ``rejected_reward``.
+        tau: > 0, the annotator's temperature (small: nearly certain labels).
+    Returns:
+        (new records, stats: ``n_pairs``, ``n_flipped`` (sampled), ``mean_chosen_prob``).
+    """
+    if mode not in ("expected", "sampled"):
+        raise ValueError(f"annotate_pairs: mode must be 'expected' or 'sampled', got {mode!r}")
+    if not tau > 0:
+        raise ValueError(f"annotate_pairs: tau must be > 0 (the annotator's temperature), got {tau!r}")
+    rng = np.random.default_rng(seed)
+    out, probs, flipped = [], [], 0
+    for i, record in enumerate(records):
+        if "chosen_reward" not in record or "rejected_reward" not in record:
+            raise ValueError(f"annotate_pairs: record {i} has no 'chosen_reward'/'rejected_reward'")
+        gap = float(record["chosen_reward"]) - float(record["rejected_reward"])
+        p = float(1.0 / (1.0 + np.exp(-gap / tau)))
+        probs.append(p)
+        new = dict(record)
+        if mode == "expected":
+            new["chosen_prob"] = p
+        else:
+            if rng.random() >= p:  # the annotator preferred the other response
+                flipped += 1
+                for a, b in (("chosen", "rejected"), ("chosen_reward", "rejected_reward"),
+                             ("chosen_ended", "rejected_ended")):
+                    if a in record:
+                        new[a], new[b] = record[b], record[a]
+            new["chosen_prob"] = 1.0
+        out.append(new)
+    return out, {"n_pairs": len(out), "n_flipped": flipped,
+                 "mean_chosen_prob": float(np.mean(probs)) if probs else float("nan")}
+
+
 def split_pairs(pairs, held_out_fraction: float = 0.1, seed: int = 0):
     """Split preference pairs by *prompt* into training and held-out pairs.
 

@@ -142,6 +142,26 @@ FRONTIER_SIZES = {
 }
 
 
+# ``scripts/optimum_gap.py`` (notebook 09): one policy per target of ``helpers.targets.TARGETS``,
+# from the same k = 8 SFT samples of each of 1,000 pairs-split prompts, per training seed, evaluated
+# along training on the frontier's 100 held-out prompts with 16 samples each (common random numbers:
+# one sampling seed for every method) against pi* from 256 SFT samples per prompt (the frontier's
+# seed 3, as data/frontier.json). 4 prompts x their 8 responses per update (up to 112 pairs).
+OPTIMUM_GAP_SIZES = {
+    "tiny": dict(n_train_prompts=1_000, k=8, sample_seed=11, n_eval_prompts=100, eval_samples=16, eval_seed=1,
+                 optimum_samples=256, optimum_seed=3, optimum_betas=FRONTIER_SIZES["tiny"]["optimum_betas"],
+                 beta=0.1, tau=1.0, lr=1e-4, prompts_per_step=4, warmup_steps=10, max_steps=400,
+                 eval_steps=(50, 100, 200, 300, 400), seeds=(0, 1, 2),
+                 # the implicit rewards' calibration: held-out SFT samples of the evaluation prompts
+                 calibration_samples=8, calibration_seed=5,
+                 # pi* from M samples on a prompt subset: M = 256, 1024, 4096 nested (the curve only rises)
+                 m_sensitivity=dict(n_prompts=16, ms=(256, 1024, 4096), betas=(0.05, 0.1, 0.2, 0.5), seed=13),
+                 # model class: fit the evaluation prompts' own samples, evaluated on the same prompts
+                 amortisation=dict(n_prompts=32, targets=("soft", "distilled"), seed=0),
+                 kl_budget=3.0, bootstrap=200),
+}
+
+
 # ----------------------------------------------------------------------------------------------
 # the size knob: DPO_SCALE=smoke shrinks steps and counts (and nothing else) for a dress rehearsal
 # -- every code path runs, in seconds, with the same lengths, model and data. No code branches on

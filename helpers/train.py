@@ -62,7 +62,7 @@ class DPOConfig:
     """Everything that decides a DPO run (names follow the paper and TRL's DPOConfig)."""
 
     beta: float = 0.1  # KL-penalty strength: larger keeps pi_theta closer to pi_ref
-    loss_type: str = "sigmoid"  # "sigmoid" = DPO (cDPO with label_smoothing > 0), "ipo"
+    loss_type: str = "sigmoid"  # "sigmoid" = DPO (cDPO with label_smoothing > 0), "ipo", "soft" (label probabilities)
     label_smoothing: float = 0.0  # cDPO: probability that a preference label is flipped
     lr: float = 1e-4  # tiny models; the paper used 1e-6 for models of billions of parameters
     weight_decay: float = 0.0
@@ -197,6 +197,8 @@ def collate_batch(examples: list[dict], pad_token_id: int) -> dict:
     """
     batch = collate_preferences(examples, pad_token_id)
     batch["index"] = torch.tensor([ex.get("index", -1) for ex in examples], dtype=torch.long)
+    if all("chosen_prob" in ex for ex in examples):
+        batch["chosen_probs"] = torch.tensor([ex["chosen_prob"] for ex in examples], dtype=torch.float32)
     if all("ref_chosen_logps" in ex for ex in examples):
         batch["ref_chosen_logps"] = torch.tensor([ex["ref_chosen_logps"] for ex in examples], dtype=torch.float32)
         batch["ref_rejected_logps"] = torch.tensor([ex["ref_rejected_logps"] for ex in examples],
@@ -298,7 +300,7 @@ def compute_dpo_losses(policy: torch.nn.Module, batch: dict, config: DPOConfig,
         policy_chosen_logps, policy_rejected_logps = concatenated_forward(policy, batch)  # (B,) float32
     losses, chosen_rewards, rejected_rewards = preference_loss(
         config.loss_type, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-        beta=config.beta, label_smoothing=config.label_smoothing)
+        beta=config.beta, label_smoothing=config.label_smoothing, chosen_probs=batch.get("chosen_probs"))
     stats = {
         "loss": losses.detach().float(),
         "rewards/chosen": chosen_rewards.float(),
@@ -546,6 +548,13 @@ def train_dpo(
     examples = tokenize_preferences(train_pairs, tokenizer, config.max_length, config.max_prompt_length)
     for i, ex in enumerate(examples):
         ex["index"] = i
+    if config.loss_type == "soft":  # the label probabilities travel with the tokenized pairs (same order)
+        missing = [i for i, record in enumerate(train_pairs) if "chosen_prob" not in record]
+        if missing:
+            raise ValueError(f"loss_type 'soft': record {missing[0]} has no field 'chosen_prob' "
+                             f"({len(missing)} records lack it; helpers.pairs.annotate_pairs adds it)")
+        for ex, record in zip(examples, train_pairs):
+            ex["chosen_prob"] = float(record["chosen_prob"])
     n = len(examples)
     data_fp = examples_fingerprint(examples)
     spe = steps_per_epoch(n, config.batch_size, config.gradient_accumulation_steps)
@@ -644,17 +653,8 @@ def train_dpo(
 
 
 def _run_eval(eval_fn, policy) -> dict:
-    """Evaluate in eval mode under a forked RNG: sampling in the evaluation leaves training's RNG alone."""
-    policy.eval()
-    py_state, np_state = random.getstate(), np.random.get_state()
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            result = eval_fn(policy)
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        policy.train()
+    """``evaluate_forked``, its scalar results logged as ``eval/<name>``."""
+    result = evaluate_forked(eval_fn, policy)
     # Scalars only: evaluate_policy also returns per-sample arrays, which belong in a notebook cell,
     # not in a per-step metrics row.
     logged = {}
@@ -666,3 +666,19 @@ def _run_eval(eval_fn, policy) -> dict:
         if isinstance(v, (bool, int, float, np.integer, np.floating)):
             logged[k if "/" in k else f"eval/{k}"] = float(v)
     return logged
+
+
+def evaluate_forked(eval_fn, policy):
+    """``eval_fn(policy)`` in eval mode under a forked RNG: sampling in the evaluation leaves training's
+    RNG alone; the policy goes back to train mode."""
+    policy.eval()
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            result = eval_fn(policy)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        policy.train()
+    return result

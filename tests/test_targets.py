@@ -255,7 +255,7 @@ def test_train_on_target_fits_its_target_and_is_seeded(tiny_tokenizer, target):
         policy = build_tiny_gpt2(tiny_tokenizer)  # starts at pi_ref
         calls = []
         out = train_on_target(policy, ref, tiny_tokenizer, GROUPS, config,
-                              eval_fn=lambda m: calls.append(m.training) or {"n": len(calls)},
+                              eval_fn=lambda m, calls=calls: calls.append(m.training) or {"n": len(calls)},
                               eval_steps=(0, 10, 20), progress=False)
         runs.append((policy, out))
     policy, out = runs[0]

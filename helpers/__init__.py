@@ -2,9 +2,9 @@
 
 Layers: a module imports only from its own layer or below, and there are no import cycles
 (tests/test_layers.py checks both).
-  1. config, profiles, cache, losses
-  2. logprobs, data, toy, corpus, rewards, world
-  3. train, sft, evaluate, pairs, reward_model, checks
+  1. config, profiles, cache, validate, losses
+  2. logprobs, data, toy, corpus, rewards, sft, optimum
+  3. world, train, evaluate, pairs, reward_model, targets, checks
   4. implicit (implicit rewards), runs (DPO runs, sweeps), rlhf (PPO, RLOO), viz
   5. build (python -m helpers.build)
 """

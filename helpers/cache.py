@@ -53,6 +53,8 @@ def records_fingerprint(records, columns=("prompt", "chosen", "rejected")) -> st
         row = [record[c] for c in columns]
         if "chosen_ended" in record:  # flags that change the tokenization (helpers.data): part of the data
             row += [record["chosen_ended"], record["rejected_ended"]]
+        if "chosen_prob" in record:  # a soft label (helpers.pairs.annotate_pairs) is part of the target
+            row += [float(record["chosen_prob"])]
         h.update(json.dumps(row).encode())
         h.update(b"\n")
     return h.hexdigest()[:12]

@@ -586,6 +586,52 @@ def plot_rlhf_frontier(runs: list[dict], bon: list[dict] | None = None, sft: dic
     return ax
 
 
+TARGET_STYLE = {"hard": ("C3", "o"), "bt-sampled": ("C1", "^"), "soft": ("C0", "D"), "listwise": ("C4", "v"),
+                "distilled": ("C2", "s")}
+
+
+def plot_target_paths(rows: list[dict], optimum: list[dict], ax=None, others: list[dict] | None = None,
+                      sft: dict | None = None, kl_max: float | None = None,
+                      title="each target's path along training, against pi*"):
+    """Reward against KL along training, one line per target (``scripts/optimum_gap.py``'s rows: the
+    mean over seeds at each checkpoint, with SE bars), on the optimum pi*'s frontier.
+
+    Args:
+        rows: dicts with ``target``, ``step``, ``kl``, ``kl_se``, ``reward``, ``reward_se``.
+        others: extra points drawn grey (e.g. PPO, best-of-N): ``label``, ``kl``, ``reward``, ``reward_se``.
+        sft: ``reward_mean`` (and ``reward_se``) of pi_ref, drawn at KL 0.
+        kl_max: cut the x axis (points beyond it are left out and counted in the legend).
+    """
+    ax = _ax(ax, (7.5, 4.5))
+    plot_optimum(optimum, ax, label_betas=False)
+    for target in dict.fromkeys(r["target"] for r in rows):
+        mine = sorted((r for r in rows if r["target"] == target), key=lambda r: r["step"])
+        shown = [r for r in mine if kl_max is None or r["kl"] <= kl_max]
+        colour, marker = TARGET_STYLE.get(target, ("k", "o"))
+        start = [(0.0, sft["reward_mean"])] if sft is not None else []
+        xs = [x for x, _ in start] + [r["kl"] for r in shown]
+        ys = [y for _, y in start] + [r["reward"] for r in shown]
+        beyond = len(mine) - len(shown)
+        ax.plot(xs, ys, "-", color=colour, lw=1, alpha=0.7)
+        ax.errorbar([r["kl"] for r in shown], [r["reward"] for r in shown], xerr=[r["kl_se"] for r in shown],
+                    yerr=[r["reward_se"] for r in shown], fmt=marker, color=colour, ms=4, capsize=2,
+                    label=target + (f" ({beyond} later points past {kl_max:g} nats)" if beyond else ""))
+    for p in others or []:
+        ax.errorbar([p["kl"]], [p["reward"]], yerr=[p.get("reward_se", 0.0)], fmt=p.get("marker", "x"), color="0.45",
+                    ms=6, capsize=2)
+        ax.annotate(p["label"], (p["kl"], p["reward"]), fontsize=7, color="0.35", xytext=(4, -10),
+                    textcoords="offset points")
+    if sft is not None:
+        ax.plot([0.0], [sft["reward_mean"]], "k*", ms=10, label="SFT (pi_ref)")
+    if kl_max is not None:
+        ax.set_xlim(-0.1, kl_max)
+    ax.set_xlabel("KL(pi || pi_ref) on held-out prompts (nats)")
+    ax.set_ylabel("mean ground-truth reward")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    return ax
+
+
 def plot_pipelines(notes: dict | None = None, ax=None):
     """The course's map: RLHF and DPO side by side, step by step (the seed of the whole series).
 

@@ -334,3 +334,66 @@ def test_count_pairs_checks_the_counting_argument():
     assert_rejects(checks.check_count_pairs,
                    lambda r: len(r) * (len(r) - 1) - sum(n * (n - 1) for n in Counter(r).values()), "twice")
     assert_rejects(checks.check_count_pairs, lambda r: "many", "an int")
+
+
+# --- notebook 09 ---
+
+def _snis_right(r, beta):
+    w = torch.softmax(r / beta, -1)
+    reward = (w * r).sum(-1)
+    return reward, reward / beta - (torch.logsumexp(r / beta, -1) - math.log(r.shape[1])), 1 / (w ** 2).sum(-1)
+
+
+def test_snis_optimum_accepts_the_estimate_and_names_each_slip():
+    assert_accepts(checks.check_snis_optimum, _snis_right)
+    assert_rejects(checks.check_snis_optimum, stub, "not implemented")
+
+    def unnormalised(r, beta):
+        _, kl, ess = _snis_right(r, beta)
+        return (torch.exp(r / beta) * r).mean(-1), kl, ess
+
+    def logsumexp_z(r, beta):
+        reward, _, ess = _snis_right(r, beta)
+        return reward, reward / beta - torch.logsumexp(r / beta, -1), ess
+
+    def ess_as_sum(r, beta):
+        reward, kl, _ = _snis_right(r, beta)
+        return reward, kl, torch.softmax(r / beta, -1).sum(-1)
+
+    def kl_beta_times_reward(r, beta):
+        reward, _, ess = _snis_right(r, beta)
+        return reward, beta * reward, ess
+
+    assert_rejects(checks.check_snis_optimum, unnormalised, "not normalised")
+    assert_rejects(checks.check_snis_optimum, logsumexp_z, "mean", "log M")
+    assert_rejects(checks.check_snis_optimum, ess_as_sum, "1 / sum_i w_i^2")
+    assert_rejects(checks.check_snis_optimum, kl_beta_times_reward, "not beta * E[r]")
+    assert_rejects(checks.check_snis_optimum, lambda r, beta: _snis_right(r, beta)[0], "three")
+    # the helpers' estimator is the reference the course uses: it agrees
+    from helpers.optimum import optimal_point
+
+    def via_helpers(r, beta):
+        p = optimal_point(r.numpy(), beta)
+        return torch.tensor(p["reward"]), torch.tensor(p["kl"]), torch.tensor(p["ess"])
+
+    assert_accepts(checks.check_snis_optimum, via_helpers)
+
+
+def test_optimal_margin_needs_the_minimiser_and_the_certain_case():
+    right = lambda gap, beta, tau: math.inf if tau == 0 else gap / (tau * beta)  # noqa: E731
+    assert_accepts(checks.check_optimal_margin, right)
+    assert_rejects(checks.check_optimal_margin, lambda g, b, t: g / b if t else math.inf, "tau is missing")
+    assert_rejects(checks.check_optimal_margin, lambda g, b, t: g * b / t if t else math.inf, "beta divides")
+    assert_rejects(checks.check_optimal_margin,
+                   lambda g, b, t: (1 / (1 + math.exp(-g / t))) / b if t else math.inf, "logit(p)")
+    assert_rejects(checks.check_optimal_margin, lambda g, b, t: g / (t * b) if t else 1e9, "no finite h")
+    assert_rejects(checks.check_optimal_margin, lambda g, b, t: g / (t * b), "tau = 0")
+    # and the claim itself: at that h the soft-label loss is stationary
+    from helpers.losses import soft_dpo_loss
+
+    gap, beta, tau = 0.7, 0.3, 1.5
+    h = torch.tensor([right(gap, beta, tau)], dtype=torch.float64, requires_grad=True)
+    zero = torch.zeros(1, dtype=torch.float64)
+    p = torch.sigmoid(torch.tensor([gap / tau], dtype=torch.float64))
+    (grad,) = torch.autograd.grad(soft_dpo_loss(h, zero, zero, zero, beta, p)[0].sum(), h)
+    assert abs(grad.item()) < 1e-12

@@ -8,7 +8,7 @@ HELPERS = Path(__file__).resolve().parent.parent / "helpers"
 LAYERS = {
     1: ["config", "profiles", "cache", "losses", "validate"],
     2: ["logprobs", "data", "toy", "corpus", "rewards", "sft", "optimum"],
-    3: ["world", "train", "evaluate", "pairs", "reward_model", "checks"],
+    3: ["world", "train", "evaluate", "pairs", "reward_model", "targets", "checks"],
     4: ["implicit", "runs", "rlhf", "viz"],
     5: ["build"],
 }

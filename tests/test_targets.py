@@ -357,3 +357,14 @@ def test_train_dpo_soft_loss_with_certain_probabilities_is_plain_dpo(tiny_tokeni
     with pytest.raises(ValueError, match="chosen_prob"):
         train_dpo(build_tiny_gpt2(tiny_tokenizer), build_tiny_gpt2(tiny_tokenizer), tiny_tokenizer, _ranked_pairs(),
                   replace(config, loss_type="soft"), progress=False)
+
+
+def test_a_pair_label_probability_is_part_of_the_pairs_fingerprint():
+    from helpers.cache import records_fingerprint
+
+    pairs = _ranked_pairs()
+    soft = [dict(p, chosen_prob=0.7) for p in pairs]
+    assert records_fingerprint(pairs) != records_fingerprint(soft) != records_fingerprint(
+        [dict(p, chosen_prob=0.8) for p in pairs])
+    assert records_fingerprint([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]) == \
+        records_fingerprint(pairs)  # unchanged for the course's pairs (their runs stay cached)

@@ -9,7 +9,7 @@ How a checker diagnoses: it compares the reader's output with the right answer; 
 compares it with the outputs of the typical *wrong* answers (wrong sign, missing beta, arguments
 swapped, mean instead of sum, log(sigmoid) overflow, ...) and names the first that matches.
 
-One module per notebook (``nb00`` ... ``nb08``), the shared machinery in ``_core``; every checker is
+One module per notebook (``nb00`` ... ``nb09``), the shared machinery in ``_core``; every checker is
 imported here, so notebooks call ``checks.check_xxx(fn)``. A new checker goes into its notebook's module.
 """
 
@@ -24,6 +24,7 @@ from helpers.checks.nb05 import check_count_pairs, check_make_pairs, check_sft_l
 from helpers.checks.nb06 import check_dpo_batch_loss, check_kl_estimate
 from helpers.checks.nb07 import check_bon_kl_bound, check_implicit_reward, check_token_implicit_rewards
 from helpers.checks.nb08 import check_gae, check_rloo_advantages
+from helpers.checks.nb09 import check_optimal_margin, check_snis_optimum
 
 __all__ = [
     "Verdict",
@@ -43,6 +44,7 @@ __all__ = [
     "check_kl_monte_carlo",
     "check_log_softmax",
     "check_make_pairs",
+    "check_optimal_margin",
     "check_optimal_policy",
     "check_response_labels",
     "check_reward_from_policy",
@@ -50,6 +52,7 @@ __all__ = [
     "check_rloo_advantages",
     "check_sequence_logprobs",
     "check_sft_loss",
+    "check_snis_optimum",
     "check_token_implicit_rewards",
     "check_win_gap",
 ]

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -477,6 +477,63 @@ plt.show()
 # margin. On real data preferences are rarely perfectly consistent, but a *finite* dataset often is:
 # for a pair seen once, the empirical preference is deterministic.
 #
+# ## Certain labels or Bradley-Terry labels: which target does DPO fit?
+#
+# The derivation assumed the labels come from a Bradley-Terry annotator: $y_1$ is preferred with
+# probability $\sigma(r_1-r_2)$. Then the loss is a cross-entropy whose minimum sits at
+# $\beta h=r_w-r_l$ — exactly $\pi^*_\beta$. Our language-model pairs (notebook 05) are labelled
+# differently: *chosen = the higher reward*, always. That is the deterministic case above, for every
+# pair at once. Here is the difference on the toy with **the same pairs** (both responses drawn from
+# $\pi_{\mathrm{ref}}$, as an SFT model would generate them), labelled two ways:
+#
+# * **Bradley-Terry labels:** a coin flip with $P(y_1\succ y_2)=\sigma(r_1-r_2)$ for each pair;
+# * **certain labels:** the higher-reward response wins, every time.
+#
+# We follow $\mathrm{KL}(\pi_\theta\,\|\,\pi^*_\beta)$ — the distance to the policy DPO promises — along training.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+b = 0.5
+target = toy.optimal_policy(world.pi_ref, world.r, b)
+pairs_1, pairs_2 = toy.sample_preferences(world.r, 100_000, seed=1, pi_sample=world.pi_ref)  # BT coin flips
+higher = world.r[pairs_1] > world.r[pairs_2]
+certain_w, certain_l = torch.where(higher, pairs_1, pairs_2), torch.where(higher, pairs_2, pairs_1)
+flipped = (certain_w != pairs_1).double().mean().item()
+print(f"100,000 pairs from pi_ref; the Bradley-Terry annotator prefers the lower-reward response in {flipped:.1%} of them")
+label_runs = {"Bradley-Terry labels": (pairs_1, pairs_2), "certain labels": (certain_w, certain_l)}
+kl_to_target = {}
+for name, (w, l) in label_runs.items():
+    _, path = toy.fit_toy_policy(world.pi_ref, w, l, b, optimizer="adam", steps=3000, lr=0.05)
+    kl_to_target[name] = torch.stack([toy.kl_divergence(p, target) for p in path])[:, None]  # (steps + 1, 1)
+    print(f"{name:>20}: KL(pi_theta || pi*) after 100 / 1000 / 3000 steps = "
+          + " / ".join(f"{kl_to_target[name][s, 0].item():.4f}" for s in (100, 1000, 3000))
+          + f";  pi('superb') = {path[-1, 0].item():.3f} (pi* {target[0].item():.3f})")
+
+# %%
+viz.plot_trajectories(kl_to_target, index=0, ylabel="KL(pi_theta || pi*_beta) (log scale)",
+                      title=f"the same pairs, beta = {b}: Bradley-Terry labels converge, certain labels run away")
+plt.show()
+
+# %% [markdown]
+# With Bradley-Terry labels the distance to $\pi^*$ falls towards zero (what is left is the sampling
+# error of 100,000 labels). With certain labels it falls at first — the policy moves in the right
+# direction — and then grows again, towards the distance of the one-hot policy on "superb":
+# $\pi(\text{superb})\to 1$, the limit of certain labels whatever $\beta$ is. A finite $\beta$ no longer
+# holds the policy anywhere. A check, in numbers:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt, certain = kl_to_target["Bradley-Terry labels"][:, 0], kl_to_target["certain labels"][:, 0]
+print("Bradley-Terry labels end within 0.001 nats of pi*:", bool(bt[-1] < 1e-3))
+print("certain labels: closest to pi* at step", int(certain.argmin()), "then moving away:",
+      bool(certain[-1] > certain[1000] > certain.min()))
+
+# %% [markdown]
+# So the label process decides what DPO converges to. Notebook 09 measures the same thing on the
+# language model: the course's certain-label pairs against labels from a Bradley-Terry annotator,
+# their expected value (a *soft* label $p=\sigma(r_w-r_l)$, loss $-p\log\sigma(\beta h)-(1-p)\log\sigma(-\beta h)$),
+# and $\pi^*$ itself distilled from the same samples.
+#
 # ## Summary
 #
 # | step | equation | checked |
@@ -487,6 +544,7 @@ plt.show()
 # | 4 | fit $\pi_\theta$ on pairs | $\to\pi^*$, error $\sim 1/\sqrt{n}$ |
 # | ∇ | weight $\sigma(\hat r_l-\hat r_w)$ | autograd = formula |
 # | β | larger $\beta$, closer to $\pi_{\mathrm{ref}}$ | KL falls with $\beta$ |
+# | labels | Bradley-Terry labels $\to\pi^*_\beta$; certain labels run away | KL to $\pi^*$ along training |
 #
 # **Next (04):** for a language model, $\log\pi_\theta(y\mid x)$ is a sum of token log-probabilities —
 # computing it correctly (shifts, masks, padding) is where most DPO bugs live.

@@ -522,10 +522,13 @@ print("and it costs KL > 0:", results["DPO"]["kl_mean"] > 3 * results["DPO"]["kl
 # \mathrm{KL}(\pi^*\,\|\,\pi_\text{ref}) = \frac{\mathbb{E}_{\pi^*}[r]}{\beta} - \log Z,\quad Z \approx \frac1M\sum_i e^{r_i/\beta}.$$
 #
 # Sweeping $\beta$ traces the **reward-vs-KL frontier of the optimum**: the most reward any policy can
-# have at each KL. Two honest limits: the estimate can never exceed the best of the $M$ samples nor
-# $\log M$ nats of KL, and at small $\beta$ the weights pile onto a few samples -- the effective sample
-# size $\mathrm{ESS} = 1/\sum_i w_i^2$ says when (points whose median ESS per prompt is below
-# `helpers.optimum.MIN_ESS` = 5 are not part of the curve; they are drawn hollow).
+# have at each KL -- as far as $M$ samples can tell. The estimate is itself a policy we could run (draw $M$
+# samples from $\pi_\text{ref}$, return sample $i$ with probability $w_i$), so its curve lies *below* the true
+# optimum, and a fraction measured against it is an **upper bound** of the true fraction (notebook 09
+# measures how the curve rises with $M$). Two more limits: the estimate can never exceed the best of
+# the $M$ samples nor $\log M$ nats of KL, and at small $\beta$ the weights pile onto a few samples -- the
+# effective sample size $\mathrm{ESS} = 1/\sum_i w_i^2$ says when (points whose median ESS per prompt is
+# below `helpers.optimum.MIN_ESS` = 5 are not part of the curve; they are drawn hollow).
 #
 # Compare at **equal KL**, not equal $\beta$: our pairs are labelled deterministically (the higher
 # reward wins), which is Bradley-Terry with an infinitely sharp reward, so the $\beta$ DPO was given
@@ -563,8 +566,10 @@ plt.show()
 
 # %% [markdown]
 # The gap between the DPO point and the curve is the room left: a policy with the same KL budget
-# could have had the optimum's reward. Notebook 07 puts a $\beta$ sweep and best-of-N on the same
-# axes, and notebook 08 adds PPO and RLOO.
+# could have had (at least) the estimated optimum's reward. Notebook 07 puts a $\beta$ sweep and
+# best-of-N on the same axes, and notebook 08 adds PPO and RLOO. Notebook 09 asks why the gap is
+# there: our pairs' certain labels give DPO no finite target at all; the same run with a Bradley-Terry
+# annotator's soft labels is trained there, beside this one.
 
 # %% [markdown]
 # The same prompts, one sample each, side by side (the first sample of each prompt):

@@ -427,7 +427,8 @@ print(f"'of pi*': the fraction of the optimum's reward gain over SFT at the same
 
 # %% [markdown]
 # How to read it: a method is better when its points lie higher at the same KL, and the grey curve
-# is the ceiling -- the optimum $\pi^*$ at each KL. Smaller $\beta$ lets the policy go further from
+# is the optimum $\pi^*$ at each KL, as estimated from the SFT samples -- a curve that lies below the true
+# optimum (the estimate is itself a runnable policy, notebook 09), so every "of pi*" is an upper bound. Smaller $\beta$ lets the policy go further from
 # $\pi_{\mathrm{ref}}$. What this run measured (rendered from the numbers above):
 
 # %%

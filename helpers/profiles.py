@@ -155,6 +155,8 @@ OPTIMUM_GAP_SIZES = {
                  optimum_samples=256, optimum_seed=3, optimum_betas=FRONTIER_SIZES["tiny"]["optimum_betas"],
                  beta=0.1, tau=1.0, lr=3e-4, prompts_per_step=16, warmup_steps=10, max_steps=150,
                  eval_steps=(25, 50, 75, 100, 150), seeds=(0, 1, 2),
+                 # certain and sampled labels pass 3 nats before step 25: the same runs, evaluated earlier too
+                 early_eval_steps=(5, 10, 15, 20), early_targets=("hard", "bt-sampled"),
                  # the implicit rewards' calibration: held-out SFT samples of the evaluation prompts
                  calibration_samples=8, calibration_seed=5,
                  # pi* from M samples on a prompt subset: M = 256, 1024, 4096 nested (the curve only rises)

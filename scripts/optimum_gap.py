@@ -50,9 +50,12 @@ from helpers.world import get_prompts, get_reward_fn, load_sft_model, load_token
 
 DEFAULT_OUT = ROOT / "data" / "optimum_gap.json"
 QUICK = dict(n_train_prompts=16, k=4, n_eval_prompts=8, eval_samples=4, optimum_samples=16, max_steps=4,
-             eval_steps=(2, 4), seeds=(0,), calibration_samples=2,
+             eval_steps=(2, 4), early_eval_steps=(1,), early_targets=("hard",), seeds=(0,), calibration_samples=2,
              m_sensitivity=dict(n_prompts=4, ms=(8, 16, 32), betas=(0.1, 0.5), seed=13),
              amortisation=dict(n_prompts=8, targets=("soft",), seed=0), bootstrap=20)
+
+
+EARLY_KEYS = ("early_eval_steps", "early_targets")
 
 
 def settings(quick: bool) -> dict:
@@ -60,6 +63,11 @@ def settings(quick: bool) -> dict:
     if quick:
         s.update(QUICK)
     return s
+
+
+def run_settings(s: dict, kind: str) -> dict:
+    """The settings a run of ``kind`` depends on: the early checkpoints only matter to "early" runs."""
+    return s if kind == "early" else {k: v for k, v in s.items() if k not in EARLY_KEYS}
 
 
 def parts(s: dict):
@@ -112,12 +120,14 @@ def calibration_set(sft, tok, prompts, reward_fn, s, world) -> dict:
 
 
 def run_one(kind: str, target: str, seed: int, s: dict) -> dict:
-    """One training run: ``kind`` "main" (train prompts -> held-out evaluation) or "amortisation"
-    (the first n evaluation prompts' own samples -> those prompts)."""
+    """One training run: ``kind`` "main" (train prompts -> held-out evaluation), "early" (the same run
+    as "main", evaluated at ``early_eval_steps`` instead: its data order, seeds and schedule are the
+    same, so these are extra checkpoints of one trajectory) or "amortisation" (the first n evaluation
+    prompts' own samples -> those prompts)."""
     torch.set_num_threads(1)
     seed_everything(0)
     world, tok, sft, reward_fn, eval_prompts = parts(s)
-    if kind == "main":
+    if kind in ("main", "early"):
         train_prompts = get_prompts(world, world.pairs_split, s["n_train_prompts"], seed=0, tokenizer=tok)
         prompts = eval_prompts
     else:
@@ -126,13 +136,16 @@ def run_one(kind: str, target: str, seed: int, s: dict) -> dict:
                                       world.max_new_tokens)
     groups, counts = groups_from_samples(samples, rewards, drop_truncated=world.pairs_drop_truncated)
     calibration = calibration_set(sft, tok, prompts, reward_fn, s, world)
+    eval_steps = s["early_eval_steps"] if kind == "early" else s["eval_steps"]
+    # warm-up then a constant rate: stopping an "early" run sooner leaves its first steps unchanged
     config = TargetConfig(target=target, beta=s["beta"], tau=s["tau"], lr=s["lr"], warmup_steps=s["warmup_steps"],
-                          prompts_per_step=s["prompts_per_step"], max_steps=s["max_steps"], seed=seed)
+                          prompts_per_step=s["prompts_per_step"], max_steps=max(eval_steps) if kind == "early"
+                          else s["max_steps"], seed=seed)
     policy = load_sft_model(world, device="cpu")
     t0 = time.perf_counter()
     out = train_on_target(policy, sft, tok, groups, config, eval_fn=make_eval_fn(sft, tok, prompts, reward_fn, s,
                                                                                    world, calibration),
-                          eval_steps=s["eval_steps"], progress=False)
+                          eval_steps=eval_steps, progress=False)
     return {"kind": kind, "target": target, "seed": seed, "groups": counts, "n_terms": out["n_terms"],
             "path": out["path"], "final_loss": out["history"][-1]["loss"], "wall_s": time.perf_counter() - t0}
 
@@ -235,13 +248,15 @@ def summarise(runs: list[dict], ref: dict, s: dict) -> tuple[list[dict], list[di
     fraction at <= kl_budget nats. amortisation: the same-prompt fits against the main runs on those prompts."""
     rows = []
     for target in TARGETS:
-        mine = [r for r in runs if r["kind"] == "main" and r["target"] == target]
+        mine = sorted((r for r in runs if r["kind"] == "main" and r["target"] == target), key=lambda r: r["seed"])
         if not mine:
             continue
-        for i, point in enumerate(mine[0]["path"]):
+        early = {r["seed"]: r["path"] for r in runs if r["kind"] == "early" and r["target"] == target}
+        paths = [sorted(early.get(r["seed"], []) + r["path"], key=lambda p: p["step"]) for r in mine]
+        for i, point in enumerate(paths[0]):
             if point["step"] == 0:
                 continue
-            at = [r["path"][i] for r in mine]
+            at = [path[i] for path in paths]
             rows.append({"method": "DPO" if target != "distilled" else "pi* distilled", "target": target,
                          "step": point["step"], **fraction_with_se(at, ref, s)})
         within = [r for r in rows if r["target"] == target and r["kl"] <= s["kl_budget"]]
@@ -266,48 +281,50 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smoke run with tiny sizes")
     ap.add_argument("--out", default=None, help=f"output JSON (default {DEFAULT_OUT}; /tmp for --quick)")
     ap.add_argument("--jobs", type=int, default=1, choices=range(1, 17), metavar="N", help="runs in parallel (1-16)")
-    ap.add_argument("--one", nargs=3, metavar=("KIND", "TARGET", "SEED"), help=argparse.SUPPRESS)
+    ap.add_argument("--one", nargs=4, metavar=("KIND", "TARGET", "SEED", "RESULT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     set_hub_offline()
     s = settings(args.quick)
-    if args.one:
-        kind, target, seed = args.one
+    if args.one:  # one run, in its own process; its result goes to a file (a pipe would fill up and block)
+        kind, target, seed, result_path = args.one
         result = run_reference(s) if kind == "reference" else run_one(kind, target, int(seed), s)
-        print("RESULT " + json.dumps(result))
+        Path(result_path).write_text(json.dumps(result))
         return
     out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "optimum_gap_quick.json" if args.quick
                                            else DEFAULT_OUT)
     t_start = time.perf_counter()
     world = tiny_world()
     world_fp = world_fingerprint(world)
-    done_dir = Path(world.root) / "optimum_gap" / f"world-{world_fp}-settings-{fingerprint(s)}"
+    done_dir = Path(world.root) / "optimum_gap" / f"world-{world_fp}-settings-{fingerprint(run_settings(s, 'main'))}"
     jobs = [("reference", "-", 0)] + [("main", t, seed) for seed in s["seeds"] for t in TARGETS] + \
-           [("amortisation", t, s["amortisation"]["seed"]) for t in s["amortisation"]["targets"]]
+           [("amortisation", t, s["amortisation"]["seed"]) for t in s["amortisation"]["targets"]] + \
+           [("early", t, seed) for seed in s["seeds"] for t in s["early_targets"]]
 
     def spec(job) -> dict:
-        return {"artifact": "optimum-gap run", "job": list(job), "world": world_fp, "settings": s}
+        return {"artifact": "optimum-gap run", "job": list(job), "world": world_fp, "settings": run_settings(s, job[0])}
 
     def path(job) -> Path:
         return artifact_path(done_dir, "_".join(map(str, job)), spec(job))
 
     pending, procs = [j for j in jobs if not is_built(path(j), spec(j))], {}
     print(f"{len(jobs) - len(pending)} of {len(jobs)} runs already done", flush=True)
+    scratch = Path(tempfile.mkdtemp(prefix="optimum_gap-"))
     while pending or procs:
         while pending and len(procs) < args.jobs:
             job = pending.pop(0)
-            cmd = [sys.executable, __file__, "--one", *map(str, job)] + (["--quick"] if args.quick else [])
-            procs[job] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-                          time.perf_counter())
-        for job, (proc, t) in list(procs.items()):
+            result_file, log = scratch / ("_".join(map(str, job)) + ".json"), scratch / ("_".join(map(str, job)) + ".log")
+            cmd = [sys.executable, __file__, "--one", *map(str, job), str(result_file)] + (["--quick"] if args.quick else [])
+            with open(log, "w") as log_file:  # a file, not a pipe: a pipe nobody reads fills up and blocks the run
+                procs[job] = (subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT), time.perf_counter(),
+                              result_file, log)
+        for job, (proc, t, result_file, log) in list(procs.items()):
             if proc.poll() is None:
                 continue
-            stdout, stderr = proc.communicate()
             del procs[job]
-            line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode or not line:
-                print(stdout[-3000:], stderr[-3000:])
+            if proc.returncode or not result_file.exists():
+                print(log.read_text()[-3000:])
                 raise SystemExit(f"run {job} failed (exit {proc.returncode}); the finished runs are kept")
-            text = line[0][len("RESULT "):]
+            text = result_file.read_text()
             build_artifact(path(job), spec(job), lambda tmp, text=text: (tmp / "result.json").write_text(text))
             r = json.loads(text)
             last = r["path"][-1] if "path" in r else None

@@ -126,6 +126,17 @@ def test_listwise_fit_on_the_toy_reaches_pi_star_of_tau_beta(tau):
     assert torch.allclose(pi, toy.optimal_policy(world.pi_ref, world.r, tau * beta), atol=1e-6)
 
 
+@pytest.mark.parametrize("tau", [0.5, 2.0])
+def test_soft_labels_on_every_toy_pair_reach_pi_star_of_tau_beta(tau):
+    """Every pair of the toy once, p = sigma((r_i - r_j) / tau): the fitted policy is pi*_{tau beta}."""
+    world, beta = toy.make_toy(), 0.4
+    ref = torch.log(world.pi_ref)
+    i, j = torch.triu_indices(6, 6, offset=1)
+    p = torch.sigmoid((world.r[i] - world.r[j]) / tau)
+    pi = _fit(lambda logp: soft_dpo_loss(logp[i], logp[j], ref[i], ref[j], beta, p)[0].mean(), 6)
+    assert torch.allclose(pi, toy.optimal_policy(world.pi_ref, world.r, tau * beta), atol=1e-6)
+
+
 def test_distillation_from_pi_ref_samples_reaches_pi_star():
     """Maximum likelihood on pi_ref's samples weighted by softmax(r / beta): pi* as the samples grow."""
     world, beta = toy.make_toy(), 0.7

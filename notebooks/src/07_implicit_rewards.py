@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -219,8 +219,10 @@ print(f"ranking accuracy on the held-out pairs with the larger true-reward gaps:
 # The correlation is positive but far from 1, for reasons worth knowing: the implicit reward is
 # defined only up to the per-prompt constant $\beta\log Z(x)$, so comparisons *across* prompts mix
 # in a term that has nothing to do with the response; it also carries the policy's other changes
-# (length, EOS, fluency); and it was fitted on a few thousand noisy comparisons. Pairs whose
-# ground-truth rewards differ a lot are ranked correctly more often than near-ties.
+# (length, EOS, fluency); and it was fitted on a few thousand comparisons whose labels are certain but
+# often near-ties (the higher of two close rewards always wins: a label that says "better" without
+# saying by how little, notebook 09). Pairs whose ground-truth rewards differ a lot are ranked
+# correctly more often than near-ties.
 #
 # ## 5. Token by token
 #

@@ -277,8 +277,8 @@ print(rloo_advantages(torch.tensor([[1.0, 2.0, 3.0, 6.0]])).numpy().round(4))
 # Bradley-Terry model of notebook 01 (`helpers.reward_model`: a GPT-2 body with a scalar head, loss
 # $-\log\sigma(s(y_w) - s(y_l))$). Its scale is arbitrary, so we normalise its output to mean 0,
 # std 1 over SFT samples (`helpers.reward_model.NormalisedReward`). Its held-out pair accuracy tells how much of the
-# ground truth it captured; the pairs' labels are themselves noisy (close rewards), so do not expect
-# 100%.
+# ground truth it captured; many pairs are near-ties (two close rewards, the higher one labelled
+# "chosen" however small the gap), and a small error of the model flips those, so do not expect 100%.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -185,6 +185,9 @@ def ranking_accuracy(chosen_scores, rejected_scores) -> float:
     c, r = np.asarray(chosen_scores, np.float64), np.asarray(rejected_scores, np.float64)
     if c.shape != r.shape or c.ndim != 1 or len(c) == 0:
         raise ValueError(f"need two equal-length 1-D arrays, got {c.shape} and {r.shape}")
+    bad = np.flatnonzero(np.isnan(c) | np.isnan(r))
+    if len(bad):  # a NaN compares False both ways: it would count as a wrong ranking, silently
+        raise ValueError(f"pair {bad[0]} has a NaN score ({len(bad)} of {len(c)} pairs): a ranking needs numbers")
     return float(((c > r) + 0.5 * (c == r)).mean())
 
 

@@ -112,6 +112,8 @@ def ipo_loss(
 
     Args/Returns: as ``dpo_loss``.
     """
+    if not beta > 0:
+        raise ValueError(f"ipo_loss: beta must be > 0 (the target margin is 1 / (2 beta)), got {beta!r}")
     h = preference_logratios(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
     )

@@ -49,6 +49,10 @@ def optimal_point(rewards: np.ndarray, beta: float) -> dict:
         raise ValueError(f"rewards must be (prompts, samples) with >= 2 samples, got shape {r.shape}")
     if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta}")
+    if not np.isfinite(r).all():  # one NaN would turn every prompt's average into NaN, silently
+        p, i = map(int, np.argwhere(~np.isfinite(r))[0])
+        raise ValueError(f"rewards[{p}, {i}] (prompt {p}, sample {i}) is {r[p, i]}: every reward must be finite "
+                         f"({int((~np.isfinite(r)).sum())} of {r.size} are not); check the reward function")
     logits = r / beta  # (P, M)
     log_z_sum = _logsumexp(logits, axis=1)  # log sum_j exp(r_j / beta)
     w = np.exp(logits - log_z_sum[:, None])  # (P, M), rows sum to 1

@@ -628,6 +628,11 @@ def train_dpo(
                 for j in range(config.gradient_accumulation_steps)]
             record = {"step": step + 1, "epoch": epoch}
             record.update(dpo_train_step(policy, micro_batches, optimizer, scheduler, config, held_ref))
+            if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
+                # an infinite gradient norm clips every gradient to NaN: nothing would be learned, silently
+                raise FloatingPointError(
+                    f"step {step + 1}: loss {record['loss']}, gradient norm {record['grad_norm']}: the run cannot go on "
+                    f"(beta = {config.beta:g}, lr = {config.lr:g}; a huge beta or lr overflows the logits)")
             done = step + 1
             if eval_fn is not None and config.eval_every and (done % config.eval_every == 0 or done == n_steps):
                 record.update(_run_eval(eval_fn, policy))

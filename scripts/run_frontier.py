@@ -346,14 +346,29 @@ def lines_of_code() -> dict[str, int]:
 # main
 
 
+METHOD_NAMES = ("PPO", "RLOO", "PPO-GT", "DPO", "DPO-lr1e-4", "BoN")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (``--jobs 0`` would wait for ever)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smoke run with tiny sizes")
     ap.add_argument("--out", default=None, help=f"output JSON (default {DEFAULT_OUT}; /tmp for --quick)")
     ap.add_argument("--one", nargs=2, metavar=("METHOD", "BETA"), help=argparse.SUPPRESS)
-    ap.add_argument("--only", nargs="*", default=None, help="methods to run (PPO RLOO PPO-GT DPO BoN)")
-    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (wall times then include contention)")
-    ap.add_argument("--sft-steps", type=int, default=None, help="override the world's SFT steps")
+    ap.add_argument("--only", nargs="*", default=None, choices=METHOD_NAMES, metavar="METHOD",
+                    help=f"methods to run, of {' '.join(METHOD_NAMES)}")
+    ap.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (wall times then include contention)")
+    ap.add_argument("--sft-steps", type=positive_int, default=None, help="override the world's SFT steps")
     ap.add_argument("--profile", choices=["tiny", "gpt2"], default="tiny",
                     help="the world to sweep (gpt2: the reduced sweep of FRONTIER_SIZES['gpt2'], on a GPU)")
     args = ap.parse_args()
@@ -378,7 +393,7 @@ def main() -> None:
     t0 = time.perf_counter()
     _, rm_info = get_reward_model(world, s)  # train once, before the subprocesses load it
     rm_info = dict(rm_info, total_s=time.perf_counter() - t0)
-    only = set(args.only) if args.only else {"PPO", "RLOO", "PPO-GT", "DPO", "DPO-lr1e-4", "BoN"}
+    only = set(args.only) if args.only else set(METHOD_NAMES)
     runs = [r for r in previous.get("runs", []) if r["method"] not in only]
     jobs = [("PPO", b) for b in s["ppo_betas"]] + [("PPO-GT", b) for b in s["ppo_gt_betas"]] + \
            [("RLOO", b) for b in s["rloo_betas"]] + [("DPO", b) for b in s["dpo_betas"]] + \

@@ -488,3 +488,54 @@ def test_saved_results_of_another_world_are_refused_with_the_rebuild_command(tmp
     other = tiny_world(tmp_path / "w", sft_steps=world.sft_steps + 1)
     with pytest.raises(ValueError, match=r"sweep.json was made on another world .* rebuild it with `python make.py`"):
         load_world_results(path, other, "python make.py")
+
+
+# ----------------------------------------------------------------------------------------------
+# numbers that are not numbers: a clear error, never a silently wrong average
+
+
+def test_one_non_finite_reward_is_named_not_averaged_into_the_optimum():
+    import numpy as np
+
+    from helpers.optimum import optimum_frontier
+
+    rewards = np.zeros((3, 4))
+    rewards[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"rewards\[1, 2\] \(prompt 1, sample 2\) is nan"):
+        optimum_frontier(rewards, [0.1, 1.0])
+    rewards[1, 2] = np.inf
+    with pytest.raises(ValueError, match="must be finite"):
+        optimum_frontier(rewards, [0.1])
+
+
+def test_a_nan_score_is_not_counted_as_a_wrong_ranking():
+    import numpy as np
+
+    from helpers.implicit import ranking_accuracy
+
+    with pytest.raises(ValueError, match="pair 1 has a NaN score"):
+        ranking_accuracy(np.array([1.0, np.nan, 2.0]), np.array([0.0, 0.0, 0.0]))
+
+
+def test_ipo_with_beta_zero_says_why():
+    from helpers.losses import ipo_loss
+
+    z = torch.zeros(2)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        ipo_loss(z, z, z, z, beta=0.0)
+
+
+def test_an_infinite_gradient_norm_stops_the_run(tiny_tokenizer, tiny_pairs):
+    """beta = 1e30 overflows the logits: every gradient is clipped to nothing, so the run must stop."""
+    config = DPOConfig(beta=1e30, batch_size=4, max_steps=3)
+    with pytest.raises(FloatingPointError, match=r"step 1: .*beta = 1e\+30"):
+        train_dpo(build_tiny_gpt2(tiny_tokenizer), build_tiny_gpt2(tiny_tokenizer), tiny_tokenizer, tiny_pairs, config,
+                  progress=False)
+
+
+@pytest.mark.parametrize("args, words", [(["--jobs", "0"], "must be at least 1"), (["--jobs", "two"], "not a whole"),
+                                         (["--only", "DPPO"], "invalid choice")])
+def test_run_frontier_refuses_counts_that_would_hang_and_unknown_methods(args, words):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_frontier.py"), *args], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-500:]

@@ -628,7 +628,7 @@ def plot_target_paths(rows: list[dict], optimum: list[dict], ax=None, others: li
     ax.set_xlabel("KL(pi || pi_ref) on held-out prompts (nats)")
     ax.set_ylabel("mean ground-truth reward")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the paths fill the axes
     return ax
 
 

@@ -51,6 +51,7 @@ from helpers.world import get_prompts, get_reward_fn, load_sft_model, load_token
 DEFAULT_OUT = ROOT / "data" / "optimum_gap.json"
 QUICK = dict(n_train_prompts=16, k=4, n_eval_prompts=8, eval_samples=4, optimum_samples=16, max_steps=4,
              eval_steps=(2, 4), early_eval_steps=(1,), early_targets=("hard",), seeds=(0,), calibration_samples=2,
+             prompts_per_step=4,
              m_sensitivity=dict(n_prompts=4, ms=(8, 16, 32), betas=(0.1, 0.5), seed=13),
              amortisation=dict(n_prompts=8, targets=("soft",), seed=0), bootstrap=20)
 

@@ -159,6 +159,23 @@ def sample_policy(model, tokenizer, prompts: list[str], n_samples_per_prompt: in
 LOGITS_BUDGET_BYTES = 2**29  # 512 MiB for one float32 copy of a scoring batch's logits
 
 
+def _scoring_batches(model, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_token_id: int,
+                     batch_size: int, copies: int = 1):
+    """Right-padded (input_ids, attention_mask, labels) batches of prompt + response rows on the model's
+    device, the prompt labelled -100; at most ``batch_size`` rows, fewer where ``copies`` float32
+    copies of the batch's logits would pass ``LOGITS_BUDGET_BYTES``."""
+    device = next(model.parameters()).device
+    longest = max((len(p) + len(r) for p, r in zip(prompt_ids, response_ids)), default=1)
+    vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else 1
+    batch_size = max(1, min(batch_size, LOGITS_BUDGET_BYTES // (4 * copies * longest * vocab)))
+    for start in range(0, len(prompt_ids), batch_size):
+        rows = [p + r for p, r in zip(prompt_ids[start:start + batch_size], response_ids[start:start + batch_size])]
+        n_prompt = [len(p) for p in prompt_ids[start:start + batch_size]]
+        input_ids, attention_mask = pad_rows(rows, pad_token_id)  # (B, T)
+        labels, _ = pad_rows([[IGNORE_INDEX] * n + row[n:] for row, n in zip(rows, n_prompt)], IGNORE_INDEX)
+        yield input_ids.to(device), attention_mask.to(device), labels.to(device)
+
+
 @torch.no_grad()
 def score_responses(model, prompt_ids: list[list[int]], response_ids: list[list[int]],
                     pad_token_id: int, temperature: float = 1.0, batch_size: int = 256,
@@ -173,25 +190,16 @@ def score_responses(model, prompt_ids: list[list[int]], response_ids: list[list[
         (N,) float64 numpy array of summed log-probs; with ``per_token`` also a list of N numpy
         arrays of per-token log-probs.
     """
-    device = next(model.parameters()).device
     # float32 logits of a batch are B x T x V x 4 bytes, held about four times over (logits, the
     # temperature-scaled copy, the log-softmax, its gather): cap B so one copy stays under
     # LOGITS_BUDGET_BYTES. tiny (V = 1,435): the full 256 rows; GPT-2 (V = 50,257, T = 56): 47.
-    longest = max((len(p) + len(r) for p, r in zip(prompt_ids, response_ids)), default=1)
-    vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else 1
-    batch_size = max(1, min(batch_size, LOGITS_BUDGET_BYTES // (4 * longest * vocab)))
     totals, tokens = [], []
-    for start in range(0, len(prompt_ids), batch_size):
-        rows = [p + r for p, r in zip(prompt_ids[start:start + batch_size],
-                                      response_ids[start:start + batch_size])]
-        n_prompt = [len(p) for p in prompt_ids[start:start + batch_size]]
-        input_ids, attention_mask = pad_rows(rows, pad_token_id)  # (B, T)
-        labels, _ = pad_rows([[IGNORE_INDEX] * n + row[n:] for row, n in zip(rows, n_prompt)], IGNORE_INDEX)
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    for input_ids, attention_mask, labels in _scoring_batches(model, prompt_ids, response_ids, pad_token_id,
+                                                              batch_size, copies=1):
         # float32, no autocast: KL is a small difference of two large log-probs, and bf16 noise
         # in either would swamp it
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
-        logps, mask = token_logprobs(logits.float() / temperature, labels.to(device))  # (B, T-1)
+        logps, mask = token_logprobs(logits.float() / temperature, labels)  # (B, T-1)
         totals.append(logps.sum(-1).double().cpu())
         if per_token:
             tokens += [row[m].double().cpu().numpy() for row, m in zip(logps, mask)]
@@ -213,24 +221,15 @@ def token_kl(policy, ref_model, prompt_ids: list[list[int]], response_ids: list[
     Returns:
         (N,) float64 numpy array, one value per response.
     """
-    device = next(policy.parameters()).device
-    longest = max((len(p) + len(r) for p, r in zip(prompt_ids, response_ids)), default=1)
-    vocab = policy.get_output_embeddings().weight.shape[0] if policy.get_output_embeddings() is not None else 1
-    batch_size = max(1, min(batch_size, LOGITS_BUDGET_BYTES // (8 * longest * vocab)))  # two models' logits
     totals = []
-    for start in range(0, len(prompt_ids), batch_size):
-        rows = [p + r for p, r in zip(prompt_ids[start:start + batch_size], response_ids[start:start + batch_size])]
-        n_prompt = [len(p) for p in prompt_ids[start:start + batch_size]]
-        input_ids, attention_mask = pad_rows(rows, pad_token_id)  # (B, T)
-        labels, _ = pad_rows([[IGNORE_INDEX] * n + row[n:] for row, n in zip(rows, n_prompt)], IGNORE_INDEX)
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    for input_ids, attention_mask, labels in _scoring_batches(policy, prompt_ids, response_ids, pad_token_id,
+                                                              batch_size, copies=2):  # two models' logits
         logp = torch.log_softmax(policy(input_ids=input_ids, attention_mask=attention_mask).logits.float()
                                  / temperature, -1)[:, :-1]  # (B, T-1, V): position t predicts t+1
         logq = torch.log_softmax(ref_model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
                                  / temperature, -1)[:, :-1]
         per_position = (logp.exp() * (logp - logq)).sum(-1)  # (B, T-1)
-        scored = (labels[:, 1:] != IGNORE_INDEX).to(device)
-        totals.append((per_position * scored).sum(-1).double().cpu())
+        totals.append((per_position * (labels[:, 1:] != IGNORE_INDEX)).sum(-1).double().cpu())
     return torch.cat(totals).numpy() if totals else np.zeros(0)
 
 

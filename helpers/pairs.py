@@ -205,6 +205,11 @@ def load_pairs_stats(world, n_prompts: int | None = None, k: int | None = None, 
     return json.loads((pairs_path(world, n_prompts, k, seed) / "stats.json").read_text())
 
 
+def bradley_terry_label_prob(reward_gap: float, tau: float) -> float:
+    """P(the first response is preferred) for a Bradley-Terry annotator: sigmoid(reward_gap / tau)."""
+    return float(1.0 / (1.0 + np.exp(-reward_gap / tau)))
+
+
 def annotate_pairs(records, tau: float = 1.0, mode: str = "expected", seed: int = 0) -> tuple[list[dict], dict]:
     """A simulated Bradley-Terry annotator for ranked pairs: P(chosen preferred) = sigmoid((r_c - r_r) / tau).
 
@@ -234,7 +239,7 @@ def annotate_pairs(records, tau: float = 1.0, mode: str = "expected", seed: int 
         if "chosen_reward" not in record or "rejected_reward" not in record:
             raise ValueError(f"annotate_pairs: record {i} has no 'chosen_reward'/'rejected_reward'")
         gap = float(record["chosen_reward"]) - float(record["rejected_reward"])
-        p = float(1.0 / (1.0 + np.exp(-gap / tau)))
+        p = bradley_terry_label_prob(gap, tau)
         probs.append(p)
         new = dict(record)
         if mode == "expected":

@@ -26,7 +26,6 @@ per step (B prompts x k rows), however many pairs it is part of. The data order 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +34,7 @@ import torch
 from helpers.data import pad_rows, pad_token_id_of, text_ids
 from helpers.logprobs import IGNORE_INDEX, sequence_logprobs
 from helpers.losses import distillation_loss, listwise_dpo_loss, soft_dpo_loss
+from helpers.pairs import bradley_terry_label_prob
 from helpers.train import build_optimizer, disable_dropout, epoch_order, evaluate_forked, freeze_reference
 from helpers.validate import check_choice, check_number
 
@@ -138,7 +138,7 @@ def pair_targets(rewards, target: str, tau: float = 1.0, rng: np.random.Generato
                 if gap != 0:
                     out.append((i, j, 1.0) if gap > 0 else (j, i, 1.0))
                 continue
-            p = 1.0 / (1.0 + math.exp(-gap / tau))
+            p = bradley_terry_label_prob(gap, tau)
             out.append((i, j, p) if target == "soft" else (i, j, float(rng.random() < p)))
     return out
 

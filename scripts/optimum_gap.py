@@ -151,17 +151,6 @@ def run_one(kind: str, target: str, seed: int, s: dict) -> dict:
             "path": out["path"], "final_loss": out["history"][-1]["loss"], "wall_s": time.perf_counter() - t0}
 
 
-def _frontier_arrays(rewards, lengths, betas):
-    """pi*'s per-prompt reward, KL and length at each beta, from (P, M) SFT samples."""
-    from helpers.optimum import optimal_point
-
-    out = {}
-    for beta in betas:
-        p = optimal_point(rewards, beta)
-        out[beta] = {"reward": p["reward"], "kl": p["kl"], "length": (p["weights"] * lengths).sum(1)}
-    return out
-
-
 def run_reference(s: dict) -> dict:
     """The SFT model's own evaluation and pi*'s samples (their per-prompt rewards and lengths)."""
     torch.set_num_threads(1)

@@ -74,29 +74,39 @@ def token_implicit_rewards(policy, ref_model, batch: dict, beta: float) -> tuple
 
 
 def _examples_for_responses(tokenizer, prompts: list[str], responses: list[str], max_length: int,
-                            max_prompt_length: int) -> list[dict]:
-    """Tokenize (prompt, response) with ``helpers.data`` (prompt masked, EOS appended and scored).
+                            max_prompt_length: int, ended: list[bool]) -> list[dict]:
+    """Tokenize (prompt, response) with ``helpers.data`` (prompt masked; EOS appended and scored
+    only where the response ended -- one cut at ``max_new_tokens`` is scored as generated).
 
     ``tokenize_preference`` tokenizes pairs; each response is passed as both halves and only the
     chosen half is used. (An empty response is allowed here: it is scored on its EOS alone.)
     """
-    records = [{"prompt": p, "chosen": r, "rejected": r} for p, r in zip(prompts, responses)]
+    records = [{"prompt": p, "chosen": r, "rejected": r, "chosen_ended": bool(e), "rejected_ended": bool(e)}
+               for p, r, e in zip(prompts, responses, ended)]
     return [tokenize_preference(rec, tokenizer, max_length, max_prompt_length, index=i) for i, rec in enumerate(records)]
 
 
 def response_token_rewards(policy, ref_model, tokenizer, prompts: list[str], responses: list[str], beta: float,
-                           max_length: int = 64, max_prompt_length: int = 16, batch_size: int = 64
-                           ) -> list[dict]:
+                           max_length: int = 64, max_prompt_length: int = 16, batch_size: int = 64,
+                           ended: list[bool] | None = None) -> list[dict]:
     """Token-level implicit rewards of each (prompt, response), ready to draw as a heat map.
+
+    Args:
+        ended: one bool per response, False for one cut at ``max_new_tokens`` (a pair's
+            ``chosen_ended``/``rejected_ended``, ``sample_policy``'s ``ended``); such a response is
+            scored as generated, without an EOS -- as ``pair_implicit_rewards`` scores it. None: all ended.
 
     Returns:
         one dict per response: ``prompt``, ``response``, ``tokens`` (the scored tokens as text, the
-        response's tokens then ``<|endoftext|>``), ``ids``, ``rewards`` (list of float, one per token),
-        ``total`` (their sum = r_hat(x, y)).
+        response's tokens then ``<|endoftext|>`` where it ended), ``ids``, ``rewards`` (list of float,
+        one per token), ``total`` (their sum = r_hat(x, y)).
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    examples = _examples_for_responses(tokenizer, prompts, responses, max_length, max_prompt_length)
+    ended = [True] * len(responses) if ended is None else list(ended)
+    if len(ended) != len(responses):
+        raise ValueError(f"{len(responses)} responses but {len(ended)} 'ended' flags")
+    examples = _examples_for_responses(tokenizer, prompts, responses, max_length, max_prompt_length, ended)
     pad = pad_token_id_of(tokenizer)
     out = []
     for start in range(0, len(examples), batch_size):

@@ -279,6 +279,17 @@ def split_pairs(pairs, held_out_fraction: float = 0.1, seed: int = 0):
     return [pairs[i] for i in train_idx], [pairs[i] for i in held_idx]
 
 
+def response_ended(pairs, side: str) -> list[bool]:
+    """``pairs``' ``{side}_ended`` flags (side ``"chosen"`` or ``"rejected"``): False for a response cut
+    at ``max_new_tokens`` (kept where samples are truncated, gpt2); True for every pair without them."""
+    if side not in ("chosen", "rejected"):
+        raise ValueError(f"side must be 'chosen' or 'rejected', got {side!r}")
+    name = f"{side}_ended"
+    if hasattr(pairs, "column_names"):
+        return [bool(v) for v in pairs[name]] if name in pairs.column_names else [True] * len(pairs)
+    return [bool(r.get(name, True)) for r in pairs]
+
+
 def best_vs_worst(pairs) -> list[dict]:
     """One pair per prompt: its highest-reward response against its lowest (the largest gap of the
     prompt's k samples), instead of all k(k-1)/2 pairs. Prompts in first-seen order."""

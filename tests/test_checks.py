@@ -71,6 +71,8 @@ def test_log_softmax():
     assert_rejects(checks.check_log_softmax, lambda z: z, "unchanged")
     assert_rejects(checks.check_log_softmax, lambda z: z - z.max(-1, keepdim=True).values, "max alone")
     assert_rejects(checks.check_log_softmax, lambda z: z - torch.logsumexp(z, 0, keepdim=True), "dim 0")
+    # the underflow idiom the exercise warns about: torch.softmax is stable, its log is not ([0, -1000])
+    assert_rejects(checks.check_log_softmax, lambda z: torch.log(torch.softmax(z, -1)), "torch.log(torch.softmax")
 
 
 def test_kl_divergence():
@@ -83,6 +85,11 @@ def test_kl_divergence():
     assert_rejects(checks.check_kl_divergence, lambda p, q: torch.log(p / q).sum(), "weighted")
     assert_rejects(checks.check_kl_divergence, lambda p, q: (p * torch.log(p / q)).sum(), "0 * log 0")
     assert_rejects(checks.check_kl_divergence, lambda p, q: torch.where(p > 0, p * torch.log(p / q), 0.0), "shape")
+    # the support rule's other half: mass where q has none is an infinite KL, not a large finite one
+    clamped = lambda p, q: right(p, q.clamp(min=1e-12))
+    assert_rejects(checks.check_kl_divergence, clamped, "support rule")
+    assert clamped(torch.tensor([0.6, 0.4, 0.0]), torch.tensor([0.3, 0.3, 0.4])) == pytest.approx(
+        right(torch.tensor([0.6, 0.4, 0.0]), torch.tensor([0.3, 0.3, 0.4])))  # right wherever q > 0
 
 
 # ---------------------------------------------------------------- 01
@@ -149,6 +156,12 @@ def test_win_gap_is_the_gradient_and_each_slip_is_named():
 
     assert_rejects(checks.check_win_gap, winners_only, "lost")
 
+    def loser_expected_p(s, c, r):  # the loser's expected wins taken as P instead of 1 - P
+        p = torch.sigmoid(s[c] - s[r])
+        return torch.bincount(c, minlength=s.shape[0]).double() - torch.zeros_like(s).index_add_(0, c, p).index_add_(0, r, p)
+
+    assert_rejects(checks.check_win_gap, loser_expected_p, "1 - P")
+
 
 def test_win_gap_vanishes_at_the_maximum_likelihood_scores():
     r = toy.make_toy().r
@@ -180,12 +193,17 @@ def test_optimal_policy():
     assert_rejects(checks.check_optimal_policy, lambda p, r, b: toy.optimal_policy(p, r * b, 1.0), "r / beta")
     assert_rejects(checks.check_optimal_policy, lambda p, r, b: p * torch.exp(r / b), "normalised")
     assert_rejects(checks.check_optimal_policy, lambda p, r, b: torch.softmax(r / b, -1), "pi_ref is missing")
+    assert_rejects(checks.check_optimal_policy, lambda p, r, b: torch.softmax(p + r / b, -1), "its log")
 
 
 def test_rlhf_objective():
     assert_accepts(checks.check_rlhf_objective, toy.rlhf_objective)
-    mine = lambda pi, ref, r, b: (pi * r).sum(-1) - b * (pi * torch.log(pi / ref)).sum(-1)  # noqa: E731
+    xlogy = torch.special.xlogy
+    mine = lambda pi, ref, r, b: (pi * r).sum(-1) - b * (xlogy(pi, pi) - xlogy(pi, ref)).sum(-1)  # noqa: E731
     assert_accepts(checks.check_rlhf_objective, mine)
+    # literal 0 log 0 on the policy with zero-mass responses
+    assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum(-1) - b * (pi * torch.log(pi / ref)).sum(-1),
+                   "0 * log 0")
     assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() + b * (pi * torch.log(pi / ref)).sum(), "sign")
     assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() - (pi * torch.log(pi / ref)).sum(), "beta is missing")
     assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() - (pi * torch.log(pi / ref)).sum() / b, "divided")
@@ -196,6 +214,8 @@ def test_rlhf_objective():
     assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum() - b * (pi * torch.log(pi / ref)).sum(),
                    "one objective per row")
     assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: r.mean() - b * (pi * torch.log(pi / ref)).sum(), "weight each reward")
+    assert_rejects(checks.check_rlhf_objective, lambda pi, ref, r, b: (pi * r).sum(-1) - b * torch.log(pi / ref).sum(-1),
+                   "summed unweighted")
 
 
 # ---------------------------------------------------------------- 03
@@ -223,6 +243,8 @@ def test_dpo_loss():
     assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -torch.log(torch.sigmoid(b * h(pc, pr, rc, rr))), "F.logsigmoid")
     assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(b * h(pc, pr, rc, rr)).mean(), "one number")
     assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(b * (pc - pr)), "reference log-probs are missing")
+    assert_rejects(checks.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(b * ((pc - pr) + (rc - rr))),
+                   "reference's log-ratio is added")
 
 
 def test_dpo_loss_checker_demands_ln2_at_reference():
@@ -294,6 +316,11 @@ def test_dpo_gradient_accepts_the_derivation_and_names_each_slip():
     assert_rejects(checks.check_dpo_gradient, make(scale=False), "beta is missing")
     assert_rejects(checks.check_dpo_gradient, make(sign=1.0), "sigma(beta h) where sigma(-beta h)")
     assert_rejects(checks.check_dpo_gradient, make(weight=False), "weight sigma(-beta h) is missing")
+
+    def without_ref(theta, pi_ref, w, l, beta):  # h taken as theta_w - theta_l: pi_ref dropped
+        return make()(theta, torch.ones_like(pi_ref), w, l, beta)
+
+    assert_rejects(checks.check_dpo_gradient, without_ref, "pi_ref is missing from h")
 
     def with_normaliser_wrong(theta, pi_ref, w, l, beta):  # forgets that the softmax Jacobian cancels: e_w - pi
         return make()(theta, pi_ref, w, l, beta) + 0.1 * torch.softmax(theta, -1)

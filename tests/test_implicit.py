@@ -20,6 +20,7 @@ from helpers.implicit import (
     token_implicit_rewards_from_logits,
     token_reward_table,
 )
+from helpers.pairs import response_ended
 from helpers.runs import best_of_n_curve, beta_sweep, dpo_run_dir, load_or_train_dpo, make_dpo_config, split_pairs
 from helpers.world import load_sft_model
 from tests.conftest import build_tiny_gpt2
@@ -221,3 +222,32 @@ def test_an_empty_response_is_scored_on_its_eos(tiny_tokenizer, two_models):
     policy, ref = two_models
     rows = response_token_rewards(policy, ref, tiny_tokenizer, ["The movie was"], [""], beta=1.0)
     assert rows[0]["ids"] == [tiny_tokenizer.eos_token_id] and len(rows[0]["rewards"]) == 1
+
+
+def test_a_cut_response_is_scored_without_an_eos(tiny_tokenizer, two_models, naive_logprob):
+    """A response cut at max_new_tokens (``chosen_ended=False``, every gpt2 sample nearly) is scored as
+    generated: no EOS column, and its token sum equals pair_implicit_rewards of the same pair."""
+    policy, ref = two_models
+    beta = 0.3
+    cut = [{**p, "chosen_ended": False, "rejected_ended": True} for p in PAIRS]
+    out = pair_implicit_rewards(policy, ref, tiny_tokenizer, cut, beta)
+    rows = response_token_rewards(policy, ref, tiny_tokenizer, [p["prompt"] for p in cut], [p["chosen"] for p in cut],
+                                  beta, ended=response_ended(cut, "chosen"))
+    eos = tiny_tokenizer.eos_token_id
+    for pair, row, total in zip(cut, rows, out["chosen"]):
+        response_ids = tiny_tokenizer(pair["chosen"], add_special_tokens=False)["input_ids"]
+        assert row["ids"] == response_ids and eos not in row["ids"]
+        assert row["total"] == pytest.approx(float(total), abs=1e-5)
+        prompt_ids = tiny_tokenizer(pair["prompt"], add_special_tokens=False)["input_ids"]
+        naive = beta * (naive_logprob(policy, prompt_ids, response_ids) - naive_logprob(ref, prompt_ids, response_ids))
+        assert row["total"] == pytest.approx(naive, abs=1e-4)
+    # the same responses scored as if they had ended differ: the EOS term is what the flag removes
+    ended_rows = response_token_rewards(policy, ref, tiny_tokenizer, [p["prompt"] for p in cut],
+                                        [p["chosen"] for p in cut], beta)
+    assert all(r["ids"][-1] == eos for r in ended_rows)
+    assert all(abs(a["total"] - b["total"]) > 1e-6 for a, b in zip(rows, ended_rows))
+    assert response_ended(cut, "rejected") == [True, True] and response_ended(PAIRS, "chosen") == [True, True]
+    with pytest.raises(ValueError, match="'ended' flags"):
+        response_token_rewards(policy, ref, tiny_tokenizer, ["a"], ["b"], beta, ended=[True, False])
+    with pytest.raises(ValueError, match="side must be"):
+        response_ended(cut, "winner")

@@ -247,6 +247,45 @@ def test_solutions_are_hidden_in_jupyterlab_and_colab(path):
 
 
 
+SOLUTION_HEADING = "**Solution** (hidden; open it after you have tried)."
+
+
+def _solution_cells(nb):
+    return [(i, nb.cells[i + 1]) for i, c in enumerate(nb.cells[:-1])
+            if c.cell_type == "markdown" and c.source.startswith("**Solution")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_visible_cell_gives_a_solution_away(path):
+    """What a reader sees before opening a hidden solution says nothing of it: the Markdown above it is
+    one neutral line (the explanation sits in a collapsed <details> block after it), and the
+    committed output of the hidden cell is the checker's neutral pass line -- never the answer."""
+    from helpers.checks._core import PASS_MESSAGE
+
+    nb = nbformat.read(path, as_version=4)
+    neutral = re.compile("^" + re.escape(PASS_MESSAGE).replace(re.escape("{name}"), r"\w+") + "$")
+    for i, cell in _solution_cells(nb):
+        assert nb.cells[i].source == SOLUTION_HEADING, f"{path.name} cell {i}: {nb.cells[i].source[:80]!r}"
+        lines = [line for out in cell.get("outputs", []) for line in
+                 (out.get("text", "") or out.get("data", {}).get("text/plain", "")).splitlines() if line.strip()]
+        verdicts = [line for line in lines if line.startswith(("✓", "✗"))]
+        assert verdicts, f"{path.name} cell {i + 1}: the solution's checker printed nothing"
+        for line in verdicts:
+            assert neutral.match(line), f"{path.name} cell {i + 1} prints more than a neutral line: {line!r}"
+        if path.name[:2] in ("00", "01", "02", "03"):  # the theory notebooks print nothing else there
+            assert lines == verdicts, f"{path.name} cell {i + 1} prints {lines!r}"
+
+
+def test_a_pass_keeps_its_explanation_off_the_screen():
+    import torch
+
+    from helpers import checks
+
+    verdict = checks.check_bradley_terry_prob(lambda r_w, r_l: torch.sigmoid(r_w - r_l))
+    assert verdict and verdict.message == "✓ bradley_terry_prob: correct -- every case matches."
+    assert "sigmoid" in verdict.detail and "sigmoid" not in verdict.message
+
+
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~<])/(?:home|Users|work|root|content|tmp|private|var|opt|mnt)/[\w.-]+")
 
 

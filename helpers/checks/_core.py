@@ -10,10 +10,16 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of a check: ``ok`` and a one-line ``message``; truthy iff ok."""
+    """The outcome of a check: ``ok`` and a one-line ``message``; truthy iff ok.
+
+    A pass says only that every case matched: the committed output of a hidden solution cell is
+    visible before the learner opens it, so it must not state the answer. What the answer is
+    (``detail``) is kept for whoever asks for it, e.g. ``print(checks.check_kl_divergence(f).detail)``.
+    """
 
     ok: bool
     message: str
+    detail: str = ""
 
     def __bool__(self) -> bool:
         return self.ok
@@ -25,8 +31,11 @@ class Verdict:
         return self.message
 
 
+PASS_MESSAGE = "✓ {name}: correct -- every case matches."
+
+
 def _pass(name: str, what: str) -> Verdict:
-    return Verdict(True, f"✓ {name}: correct -- {what}")
+    return Verdict(True, PASS_MESSAGE.format(name=name), detail=what)
 
 
 def _fail(name: str, why: str) -> Verdict:

@@ -18,6 +18,7 @@ def check_log_softmax(fn) -> Verdict:
         (_t([[0.5, -1.0, 2.0, 0.0], [3.0, 3.0, -2.0, 1.0]]), "a (2, 4) batch of logits"),
         (_t([1000.0, 1001.0, 1002.0]), "logits [1000, 1001, 1002]"),
         (_t([-1000.0, -1001.0, -999.0]), "logits [-1000, -1001, -999]"),
+        (_t([0.0, -1000.0]), "logits [0, -1000] (a spread of 1000)"),
     ]
     for logits, context in cases:
         got = _run(name, fn, logits.clone())
@@ -31,6 +32,10 @@ def check_log_softmax(fn) -> Verdict:
             (F.log_softmax(logits, 0) if logits.dim() == 2 else None,
              "you normalised over the batch (dim 0); normalise over the last dimension (the vocabulary / responses)."),
         ]
+        if _close(got, torch.log(torch.softmax(logits, -1)), equal_nan=True) and not torch.isfinite(got).all():
+            raise _Stop(_fail(name, f"returned -inf for {context}: that is torch.log(torch.softmax(...)) -- softmax "
+                                    "is stable, but its e^-1000 underflows to 0 and log 0 = -inf. Stay in log space: "
+                                    "logits - m - log(sum(exp(logits - m)))."))
         if logits.abs().max() >= 1000 and not torch.isfinite(got).all():
             raise _Stop(_fail(name, f"returned inf/nan for {context}: exp(1000) overflows (exp(-1000) underflows). "
                                     "Use the log-sum-exp trick: logits - m - log(sum(exp(logits - m))), m = max."))
@@ -71,7 +76,20 @@ def check_kl_divergence(fn) -> Verdict:
             raise _Stop(_fail(name, f"returned nan for {context}: a response with p(y) = 0 contributes "
                                     "0 * log 0, which is 0 by convention (use torch.where or xlogy)."))
         _compare(name, got, expected, wrongs, context)
-    return _pass(name, "sum_y p(y) log(p(y)/q(y)), zero when p = q, and p(y) = 0 terms count as 0.")
+    # the other half of the support rule: mass where q has none makes the KL infinite
+    got = _run(name, fn, _t([0.5, 0.5, 0.0]), _t([1.0, 0.0, 0.0]))
+    context = "p = [0.5, 0.5, 0.0], q = [1.0, 0.0, 0.0]"
+    if got.numel() != 1:
+        raise _Stop(_fail(name, f"returned shape {tuple(got.shape)} for {context}; return one number."))
+    if got.isnan().any():
+        raise _Stop(_fail(name, f"returned nan for {context}: the third term is 0 * log(0 / 0); a response "
+                                "with p(y) = 0 contributes 0 whatever q(y) is (torch.where on p > 0, or xlogy)."))
+    if not bool(got == float("inf")):
+        raise _Stop(_fail(name, f"returned {got.item():.4g} for {context}, a finite KL: p puts mass 0.5 on a "
+                                "response q never produces, and 0.5 * log(0.5 / 0) = +inf. A finite answer means q "
+                                "was clamped or smoothed -- the support rule says KL = inf."))
+    return _pass(name, "sum_y p(y) log(p(y)/q(y)), zero when p = q, p(y) = 0 terms count as 0, and inf where "
+                       "p has mass that q has not.")
 
 
 @_checker

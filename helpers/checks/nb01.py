@@ -93,6 +93,9 @@ def check_win_gap(fn) -> Verdict:
             (observed - torch.zeros(r.shape[0], dtype=torch.float64).index_add_(0, chosen, p),
              "the expected wins are missing the comparisons a response *lost*: there it was expected to win "
              "1 - P(the recorded winner wins) times."),
+            (observed - torch.zeros(r.shape[0], dtype=torch.float64).index_add_(0, chosen, p).index_add_(0, rejected, p),
+             "a response that lost a comparison was expected to win it 1 - P (with P = sigma(s_w - s_l), the "
+             "recorded winner's chance), not P: the loser's expected wins are 1 - P."),
             (observed, "that is only the observed wins; subtract the wins the scores predict."),
         ]
         _compare(name, got, grad, wrongs, f"{len(chosen)} comparisons of {r.shape[0]} responses (seed {seed})",

@@ -32,6 +32,8 @@ def check_optimal_policy(fn) -> Verdict:
                                                         "*closer* to pi_ref."),
             (unnorm, "not normalised: divide by Z = sum_y pi_ref(y) exp(r(y) / beta) so pi* sums to 1."),
             (torch.softmax(r / beta, -1), "pi_ref is missing: pi* = pi_ref * exp(r / beta) / Z, not softmax(r / beta)."),
+            (torch.softmax(pi_ref + r / beta, -1), "you added pi_ref itself inside the softmax; it is its log that "
+                                                   "adds: pi_ref * exp(r / beta) = exp(log pi_ref + r / beta)."),
         ]
         if beta < 0.01 and not torch.isfinite(got).all():
             raise _Stop(_fail(name, f"returned nan for {context}: exp(2000) overflows. Compute "
@@ -47,24 +49,12 @@ def check_rlhf_objective(fn) -> Verdict:
     world = toy.make_toy()
     pi_a = toy.optimal_policy(world.pi_ref, world.r, 1.0)
     pi_b = _t([0.4, 0.2, 0.1, 0.1, 0.1, 0.1])
+    pi_c = _t([0.5, 0.3, 0.2, 0.0, 0.0, 0.0])
     cases = [(pi_a, 0.5, "pi = pi* at beta 1, evaluated at beta = 0.5"),
-             (pi_b, 2.0, "pi = [0.4, 0.2, 0.1, 0.1, 0.1, 0.1], beta = 2")]
-    for pi, beta, context in cases:
-        got = _run(name, fn, pi.clone(), world.pi_ref.clone(), world.r.clone(), beta)
-        reward = toy.expected_reward(pi, world.r)
-        kl = toy.kl_divergence(pi, world.pi_ref)
-        expected = reward - beta * kl
-        wrongs = [
-            (reward + beta * kl, "wrong sign of the KL term: it is a *penalty*, E[r] - beta * KL."),
-            (reward - kl, "beta is missing in front of the KL term."),
-            (reward - kl / beta, "the KL term is multiplied by beta, not divided by it."),
-            (reward - beta * toy.kl_divergence(world.pi_ref, pi),
-             "the KL is reversed: the objective uses KL(pi || pi_ref), weighted by pi (the policy being sampled)."),
-            ((pi * world.r).mean() - beta * kl, "E_pi[r] is a sum over responses weighted by pi, not a mean."),
-            (reward - beta * kl / pi.numel(), "the KL is a sum over responses, not a mean."),
-            (world.r.mean() - beta * kl, "E_pi[r] must weight each reward by pi(y): sum_y pi(y) r(y)."),
-        ]
-        _compare(name, got, expected, wrongs, context)
+             (pi_b, 2.0, "pi = [0.4, 0.2, 0.1, 0.1, 0.1, 0.1], beta = 2"),
+             (pi_c, 1.0, "pi = [0.5, 0.3, 0.2, 0, 0, 0] (no mass on three responses), beta = 1")]
+    for pi, beta, context in cases[:2]:
+        _check_one_objective(name, fn, world, pi, beta, context)
     # the notebook then calls it on a batch of policies, (N, K): one objective per row
     batch = torch.stack([pi_a, pi_b, world.pi_ref])  # (3, K)
     got = _run(name, fn, batch.clone(), world.pi_ref.clone(), world.r.clone(), 1.0)
@@ -72,7 +62,35 @@ def check_rlhf_objective(fn) -> Verdict:
     wrongs = [(expected.sum(), "on a batch of policies (N, K) return one objective per row, shape (N,): sum over "
                                "the last dimension (dim=-1), not over everything.")]
     _compare(name, got, expected, wrongs, "a batch of 3 policies, shape (3, 6), beta = 1")
-    return _pass(name, "sum_y pi(y) r(y) - beta * sum_y pi(y) log(pi(y) / pi_ref(y)), one per policy.")
+    _check_one_objective(name, fn, world, *cases[2])  # last: the edge case, once the formula is right
+    return _pass(name, "sum_y pi(y) r(y) - beta * sum_y pi(y) log(pi(y) / pi_ref(y)), one per policy, with "
+                       "0 log 0 = 0 where the policy has no mass.")
+
+
+def _check_one_objective(name, fn, world, pi, beta, context):
+    """Stop with a diagnosis unless ``fn`` gives E_pi[r] - beta KL(pi || pi_ref) for one policy."""
+    got = _run(name, fn, pi.clone(), world.pi_ref.clone(), world.r.clone(), beta)
+    reward = toy.expected_reward(pi, world.r)
+    kl = toy.kl_divergence(pi, world.pi_ref)
+    expected = reward - beta * kl
+    wrongs = [
+        (reward + beta * kl, "wrong sign of the KL term: it is a *penalty*, E[r] - beta * KL."),
+        (reward - kl, "beta is missing in front of the KL term."),
+        (reward - kl / beta, "the KL term is multiplied by beta, not divided by it."),
+        (reward - beta * toy.kl_divergence(world.pi_ref, pi),
+         "the KL is reversed: the objective uses KL(pi || pi_ref), weighted by pi (the policy being sampled)."),
+        ((pi * world.r).mean() - beta * kl, "E_pi[r] is a sum over responses weighted by pi, not a mean."),
+        (reward - beta * kl / pi.numel(), "the KL is a sum over responses, not a mean."),
+        (reward - beta * (torch.log(pi) - torch.log(world.pi_ref)).sum(),
+         "the log-ratios are summed unweighted: KL(pi || pi_ref) = sum_y pi(y) log(pi(y)/pi_ref(y)), each "
+         "log-ratio weighted by pi(y)."),
+        (world.r.mean() - beta * kl, "E_pi[r] must weight each reward by pi(y): sum_y pi(y) r(y)."),
+    ]
+    if (pi == 0).any() and got.isnan().any():
+        raise _Stop(_fail(name, f"returned nan for {context}: pi(y) log pi(y) is 0 * log 0 = nan in floating "
+                                "point, but its limit is 0 -- a response the policy never produces adds "
+                                "nothing to the KL (torch.special.xlogy, or torch.where on pi > 0)."))
+    _compare(name, got, expected, wrongs, context)
 
 
 @_checker

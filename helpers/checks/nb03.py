@@ -65,6 +65,9 @@ def check_dpo_loss(fn) -> Verdict:
             (-F.logsigmoid(h / beta), "h is multiplied by beta, not divided by it."),
             (-F.logsigmoid(beta * (pc - pr).double()), "the reference log-probs are missing: DPO compares the policy's "
                                                         "log-ratio with the reference's."),
+            (-F.logsigmoid(beta * ((pc - pr) + (rc - rr)).double()),
+             "the reference's log-ratio is added; it is subtracted: h = (log pi(y_w) - log pi(y_l)) - "
+             "(log ref(y_w) - log ref(y_l)), the *change* from the reference."),
             (-F.logsigmoid(beta * h).mean(), "you returned the mean; return one loss per pair, shape (B,)."),
             (-F.logsigmoid(beta * h).sum(), "you returned the sum; return one loss per pair, shape (B,)."),
         ]
@@ -105,6 +108,9 @@ def check_dpo_gradient(fn) -> Verdict:
              "is large when the pair is ranked *wrong* (h < 0), not when it is already right."),
             (-beta * e, "the weight sigma(-beta h) is missing: every pair would push equally hard, however well it "
                         "is already ranked."),
+            (-beta * torch.sigmoid(-beta * (theta[w] - theta[l])) * e,
+             "pi_ref is missing from h: the direction e_w - e_l is right, but the weight is sigma(-beta h) with "
+             "h = (theta_w - theta_l) - log(pi_ref(w) / pi_ref(l)), the reference's log-ratio included."),
         ]
         _compare(name, got, expected, wrongs, f"K = {k} responses, pair ({w}, {l}), beta = {beta}", tol=1e-8)
     return _pass(name, "-beta sigma(-beta h) (e_w - e_l): the softmax's normaliser cancels in the log-ratio, so "

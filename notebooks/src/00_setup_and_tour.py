@@ -157,7 +157,7 @@ plt.show()
 # %% [markdown]
 # | # | notebook | what you learn |
 # |---|---|---|
-# | 00 | Set-up and tour | environment, profiles, two warm-up exercises |
+# | 00 | Set-up and tour | environment, profiles, three warm-up exercises |
 # | 01 | Preferences and Bradley-Terry | $P(y_w\succ y_l)=\sigma(r_w-r_l)$; fitting rewards by maximum likelihood; a reward model on text |
 # | 02 | The RLHF objective and its optimal policy | $\max_\pi \mathbb{E}[r]-\beta\,\mathrm{KL}$; $\pi^*\propto\pi_{\mathrm{ref}}e^{r/\beta}$; what $\beta$ does |
 # | 03 | Deriving DPO | $Z(x)$ cancels; the DPO loss; convergence to $\pi^*$; gradient weight; cDPO and IPO |
@@ -166,6 +166,7 @@ plt.show()
 # | 06 | The DPO training loop | DPO on sampled, reward-ranked pairs; metrics that matter; how far from the optimum $\pi^*$ |
 # | 07 | Implicit rewards, visualised | $\hat r=\beta\log\pi_\theta/\pi_{\mathrm{ref}}$ per sequence and per token; a $\beta$ sweep against $\pi^*$ |
 # | 08 | RLHF (PPO) vs DPO | the reward–KL frontier of PPO, RLOO, DPO, best-of-N and $\pi^*$; why offline DPO falls short |
+# | 09 | Does DPO reach $\pi^*$? | certain vs Bradley-Terry labels; the targets DPO's loss aims at; the gap to $\pi^*$ taken apart |
 #
 # How long each takes, on a 2-core CPU (`tiny`) and a Colab T4 (`gpt2`): the table in the
 # repository's README, measured by `benchmarks/series_runtime.py` (not copied here, where it would
@@ -173,32 +174,34 @@ plt.show()
 # Notebooks 01–03 need no GPU in either profile; 01's reward model follows the chosen profile's corpus.
 
 # %% [markdown]
-# ## Two warm-up exercises
+# ## Three warm-up exercises
 #
 # Every notebook has exercises: you write a small function, a **checker** from `helpers.checks`
 # tells you in plain words what is wrong, and the notebook keeps running with the worked solution.
-# These two are used all through the course.
+# All three are used all through the course.
 
 # %% [markdown]
 # ### Exercise 1 — log-probabilities from logits, without overflow
 #
 # A language model outputs *logits* $z$; its log-probabilities are
-# $\log\mathrm{softmax}(z)_i = z_i - \log\sum_j e^{z_j}$. Computed literally, $e^{1000}$ overflows.
-# The **log-sum-exp trick** subtracts the maximum first:
-# $\log\sum_j e^{z_j} = m + \log\sum_j e^{z_j - m}$ with $m=\max_j z_j$.
+# $\log\mathrm{softmax}(z)_i = z_i - \log\sum_j e^{z_j}$. Computed literally it fails two ways, and
+# taking the log of a (stable) `torch.softmax` fails the second:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-z = torch.tensor([1000.0, 1001.0, 1002.0])
-naive = torch.log(torch.exp(z) / torch.exp(z).sum())
-m = z.max()
-stable = z - (m + torch.log(torch.exp(z - m).sum()))
-print("naive :", naive.tolist())
-print("stable:", [round(v, 4) for v in stable.tolist()])
-print(f"probabilities sum to {stable.exp().sum().item():.4f}")
+for z in (torch.tensor([1000.0, 1001.0, 1002.0]), torch.tensor([0.0, -1000.0])):
+    naive = torch.log(torch.exp(z) / torch.exp(z).sum())
+    print(f"z = {z.tolist()}: literal {naive.tolist()}, log(softmax) {torch.log(torch.softmax(z, -1)).tolist()}")
 
 # %% [markdown]
-# Implement `log_softmax(logits)` over the **last** dimension (logits may be a batch, shape `(B, V)`):
+# $e^{1000}$ overflows to `inf`; $e^{-1000}$ underflows to 0, and $\log 0=-\infty$ although the true
+# answer, $-1000$, is an ordinary number. One identity is all you need: for **any** constant $c$,
+#
+# $$\log\sum_j e^{z_j} = c + \log\sum_j e^{z_j - c}.$$
+#
+# Which $c$ keeps every exponent from overflowing *and* keeps the sum from underflowing to 0? Choose
+# it, then implement `log_softmax(logits)` over the **last** dimension (logits may be a batch, shape
+# `(B, V)`), without `torch.logsumexp` or `log_softmax`. The checker tries both cases above.
 
 # %%
 from helpers import checks
@@ -213,7 +216,7 @@ checks.check_log_softmax(log_softmax)
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -231,10 +234,16 @@ checks.check_log_softmax(log_softmax)
 #
 # $\mathrm{KL}(p\,\|\,q)=\sum_y p(y)\log\frac{p(y)}{q(y)}$, in *nats* (the unit of a natural log; bits
 # use $\log_2$, 1 nat = 1.44 bits): how much $p$ differs from $q$,
-# weighted by $p$. It is the "stay close to the reference" term of RLHF and DPO (notebook 02). It is
-# **not symmetric**, and a response with $p(y)=0$ contributes $0\cdot\log 0 = 0$.
+# weighted by $p$. It is the "stay close to the reference" term of RLHF and DPO (notebook 02), and it
+# is **not symmetric**.
 #
-# Implement `kl_divergence(p, q)` for two probability vectors; return one number.
+# The formula is the easy part; its edges are the exercise. Decide, before you code, what these
+# two must return -- and why (think of the limit $p\to 0$, and of what a KL penalty is for):
+#
+# * `kl_divergence([0.6, 0.4, 0.0], [0.3, 0.3, 0.4])`: $p$ gives a response no mass at all;
+# * `kl_divergence([0.5, 0.5, 0.0], [1.0, 0.0, 0.0])`: $p$ gives mass to a response that $q$ *never* produces.
+#
+# Implement `kl_divergence(p, q)` for two probability vectors; return one number. The checker tries both.
 
 # %%
 def kl_divergence(p, q):
@@ -246,7 +255,7 @@ checks.check_kl_divergence(kl_divergence)
 
 
 # %% [markdown]
-# **Solution.** `torch.special.xlogy(p, p)` is $p\log p$ with $0\log 0 = 0$.
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -257,12 +266,27 @@ def kl_divergence(p, q):
 
 checks.check_kl_divergence(kl_divergence)
 
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# `torch.special.xlogy(p, p)` is $p\log p$ with $0\log 0 = 0$: since $p\log\frac{p}{q}\to 0$ as
+# $p\to 0$, a response $p$ never produces counts nothing, whatever $q$ says of it. The other half
+# is the **support rule**: where $p(y)>0$ but $q(y)=0$, $\log\frac{p(y)}{0}=+\infty$ and so is the KL.
+# A policy whose $\mathrm{KL}(\pi\,\|\,\pi_{\mathrm{ref}})$ is finite can only put mass where
+# $\pi_{\mathrm{ref}}$ does -- the reason RLHF and DPO can never teach a response the reference
+# would never write. Clamping $q$ to a tiny number hides this and returns a large, finite, wrong value.
+#
+# </details>
+
 # %%
 # NBVAL_CHECK_OUTPUT
 p = torch.tensor([0.7, 0.2, 0.1], dtype=torch.float64)
 q = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
 print(f"KL(p || q) = {kl_divergence(p, q).item():.4f} nats, KL(q || p) = {kl_divergence(q, p).item():.4f} nats, "
       f"KL(p || p) = {kl_divergence(p, p).item():.4f}")
+a, b = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+print(f"the support rule: KL(a || b) = {kl_divergence(a, b).item()} (a has mass where b has none), "
+      f"KL(b || a) = {kl_divergence(b, a).item():.4f}")
 
 # %% [markdown]
 # ### Exercise 3 — the KL divergence when you cannot sum
@@ -285,8 +309,7 @@ checks.check_kl_monte_carlo(kl_monte_carlo)
 
 
 # %% [markdown]
-# **Solution.** $\mathrm{KL}(p\|q) = \mathbb{E}_{y\sim p}\big[\log\frac{p(y)}{q(y)}\big]$: each sample gives one
-# unbiased estimate; their mean has standard error $\mathrm{sd}/\sqrt{N}$.
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -297,6 +320,14 @@ def kl_monte_carlo(p, q, samples):
 
 
 checks.check_kl_monte_carlo(kl_monte_carlo)
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# $\mathrm{KL}(p\|q) = \mathbb{E}_{y\sim p}\big[\log\frac{p(y)}{q(y)}\big]$: each sample gives one
+# unbiased estimate; their mean has standard error $\mathrm{sd}/\sqrt{N}$.
+#
+# </details>
 
 # %% [markdown]
 # The estimate against the exact value as $N$ grows. Note the first line: a single sample's

@@ -86,16 +86,17 @@ torch.set_printoptions(precision=4, sci_mode=False)
 # Give every response a real-valued score (a reward) $r(y)$. Bradley and Terry (1952) model the
 # probability that $y_w$ beats $y_l$ as
 #
-# $$P(y_w \succ y_l) = \frac{e^{r(y_w)}}{e^{r(y_w)} + e^{r(y_l)}} = \frac{1}{1 + e^{-(r(y_w) - r(y_l))}} = \sigma\big(r(y_w) - r(y_l)\big).$$
-#
-# Three properties follow at once: equal rewards give a coin flip ($\sigma(0)=\tfrac12$); the two
-# orders sum to one ($\sigma(d)+\sigma(-d)=1$); and only the **difference** of rewards matters.
+# $$P(y_w \succ y_l) = \frac{e^{r(y_w)}}{e^{r(y_w)} + e^{r(y_l)}}.$$
 
 # %% [markdown]
 # ### Exercise 1 — the preference probability
 #
 # Implement `bradley_terry_prob(r_w, r_l)` for tensors of rewards. The checker tries negative
-# rewards and rewards of ±800 (where `exp` overflows).
+# rewards and rewards of ±800, where $e^{800}$ overflows: the fraction as written gives `nan`. Rewrite
+# it first, on paper, so that the two rewards appear only through one combination of them -- which
+# one, and which standard function of it is the result? Three properties of the model should then
+# be visible at a glance: what equal rewards give, what the two orders sum to, and what adding a
+# constant to every reward changes.
 
 # %%
 def bradley_terry_prob(r_w, r_l):
@@ -107,7 +108,7 @@ checks.check_bradley_terry_prob(bradley_terry_prob)
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -117,6 +118,17 @@ def bradley_terry_prob(r_w, r_l):
 
 
 checks.check_bradley_terry_prob(bradley_terry_prob)
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# Divide numerator and denominator by $e^{r(y_w)}$:
+# $$P(y_w \succ y_l) = \frac{1}{1 + e^{-(r(y_w) - r(y_l))}} = \sigma\big(r(y_w) - r(y_l)\big).$$
+# Equal rewards give a coin flip ($\sigma(0)=\tfrac12$); the two orders sum to one
+# ($\sigma(d)+\sigma(-d)=1$); and only the **difference** of rewards matters, so adding a constant to
+# every reward changes nothing. `torch.sigmoid` is computed without overflow at $\pm 800$.
+#
+# </details>
 
 # %% [markdown]
 # In the toy world of notebooks 02–03 — six one-word reviews with known rewards:
@@ -178,7 +190,7 @@ checks.check_bt_loss(bt_loss)
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -251,7 +263,7 @@ checks.check_win_gap(win_gap)
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -298,7 +310,7 @@ checks.check_bayes_accuracy(bayes_accuracy)
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution

@@ -132,7 +132,9 @@ print(f"KL(p||p) = {(p_ * torch.log(p_ / p_)).sum(-1).abs().max().item():.1f} (e
 #
 # Implement `rlhf_objective(pi, pi_ref, r, beta)` for a policy `pi` of shape `(K,)` -- or a batch of
 # policies `(N, K)`, one per row, as used further down -- with `pi_ref` and rewards `r` of shape `(K,)`,
-# returning one number per policy (shape `()` or `(N,)`). Run the checker: it tells you what is wrong in
+# returning one number per policy (shape `()` or `(N,)`). One of the checker's policies gives two of
+# the six responses no mass at all -- as the policies at the end of this notebook do when $\beta\to 0$:
+# what must its KL term be (notebook 00's Exercise 2)? Run the checker: it tells you what is wrong in
 # plain words. (The notebook keeps running with the stub; the solution follows.)
 
 # %%
@@ -145,14 +147,14 @@ checks.check_rlhf_objective(rlhf_objective)
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
 # NBVAL_CHECK_OUTPUT
 def rlhf_objective(pi, pi_ref, r, beta):
     expected_reward = (pi * r).sum(-1)
-    kl = (pi * (torch.log(pi) - torch.log(pi_ref))).sum(-1)
+    kl = (torch.special.xlogy(pi, pi) - torch.special.xlogy(pi, pi_ref)).sum(-1)  # 0 log 0 = 0
     return expected_reward - beta * kl
 
 
@@ -255,8 +257,7 @@ checks.check_optimal_policy(optimal_policy)
 
 
 # %% [markdown]
-# **Solution.** $\log\pi^*(y) = \log\pi_{\mathrm{ref}}(y) + r(y)/\beta - \log Z$ — a softmax of
-# $\log\pi_{\mathrm{ref}} + r/\beta$, which `torch.softmax` computes without overflow.
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -266,6 +267,14 @@ def optimal_policy(pi_ref, r, beta):
 
 
 checks.check_optimal_policy(optimal_policy)
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# $\log\pi^*(y) = \log\pi_{\mathrm{ref}}(y) + r(y)/\beta - \log Z$ — a softmax of
+# $\log\pi_{\mathrm{ref}} + r/\beta$, which `torch.softmax` computes without overflow.
+#
+# </details>
 
 # %% [markdown]
 # ## Closed form versus gradient ascent
@@ -324,9 +333,7 @@ def beta_limits(pi_ref, r):
 checks.check_beta_limits(beta_limits)
 
 # %% [markdown]
-# **Solution.** Divide numerator and denominator by $e^{r_{\max}/\beta}$: every response below the top
-# gets a factor $e^{-(r_{\max}-r)/\beta}\to 0$, the tied top ones keep factor 1, so $\pi^*$ tends to
-# $\pi_{\mathrm{ref}}$ restricted to the best responses and renormalised. As $\beta\to\infty$, $e^{r/\beta}\to 1$.
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -337,6 +344,15 @@ def beta_limits(pi_ref, r):
 
 
 checks.check_beta_limits(beta_limits)
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# Divide numerator and denominator by $e^{r_{\max}/\beta}$: every response below the top
+# gets a factor $e^{-(r_{\max}-r)/\beta}\to 0$, the tied top ones keep factor 1, so $\pi^*$ tends to
+# $\pi_{\mathrm{ref}}$ restricted to the best responses and renormalised. As $\beta\to\infty$, $e^{r/\beta}\to 1$.
+#
+# </details>
 
 # %% [markdown]
 # So $\pi^*$ has two limits:

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -92,7 +92,7 @@ checks.check_reward_from_policy(reward_from_policy)
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -193,8 +193,7 @@ checks.check_dpo_loss(my_dpo_loss)
 
 
 # %% [markdown]
-# **Solution** (the course's `helpers.losses.dpo_loss` computes the same, and also returns the
-# implicit rewards for logging).
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -206,6 +205,14 @@ def my_dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, re
 
 
 checks.check_dpo_loss(my_dpo_loss)
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# The course's `helpers.losses.dpo_loss` computes the same, and also returns the
+# implicit rewards for logging.
+#
+# </details>
 
 # %% [markdown]
 # Two values to remember. At the start of training $\pi_\theta=\pi_{\mathrm{ref}}$, so $h=0$ and every
@@ -316,9 +323,7 @@ def dpo_gradient(theta, pi_ref, w, l, beta):
 checks.check_dpo_gradient(dpo_gradient)
 
 # %% [markdown]
-# **Solution.** $h = (\theta_w-\theta_l) - \log\frac{\pi_{\mathrm{ref}}(y_w)}{\pi_{\mathrm{ref}}(y_l)}$: the softmax's
-# normaliser $\log\sum e^{\theta}$ appears in both log-probabilities and cancels. So
-# $\nabla_\theta h = e_w - e_l$ and $\nabla_\theta\big[-\log\sigma(\beta h)\big] = -\beta\,\sigma(-\beta h)\,(e_w - e_l)$.
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -331,6 +336,15 @@ def dpo_gradient(theta, pi_ref, w, l, beta):
 
 
 checks.check_dpo_gradient(dpo_gradient)
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# $h = (\theta_w-\theta_l) - \log\frac{\pi_{\mathrm{ref}}(y_w)}{\pi_{\mathrm{ref}}(y_l)}$: the softmax's
+# normaliser $\log\sum e^{\theta}$ appears in both log-probabilities and cancels. So
+# $\nabla_\theta h = e_w - e_l$ and $\nabla_\theta\big[-\log\sigma(\beta h)\big] = -\beta\,\sigma(-\beta h)\,(e_w - e_l)$.
+#
+# </details>
 
 # %% [markdown]
 # In general (any parametrisation), differentiating the loss of one pair (with $\hat r=\beta\log\frac{\pi_\theta}{\pi_{\mathrm{ref}}}$):

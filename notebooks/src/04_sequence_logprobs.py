@@ -168,8 +168,7 @@ checks.check_sequence_logprobs(my_sequence_logprobs)
 
 
 # %% [markdown]
-# **Solution** (the same lines as `helpers.logprobs.sequence_logprobs`, which the rest of the
-# course uses):
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -186,6 +185,14 @@ def my_sequence_logprobs(logits, labels):
 print(checks.check_sequence_logprobs(my_sequence_logprobs))
 ours = my_sequence_logprobs(logits, lab)
 print("equals helpers.logprobs.sequence_logprobs:", torch.allclose(ours, sequence_logprobs(logits, lab)))
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# The solution is the same lines as `helpers.logprobs.sequence_logprobs`, which the rest of the
+# course uses.
+#
+# </details>
 
 # %%
 print(f"log pi(y|x) = {ours.item():.4f}")
@@ -346,7 +353,7 @@ checks.check_response_labels(response_labels)
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution

@@ -138,8 +138,7 @@ checks.check_sft_loss(sft_loss)
 
 
 # %% [markdown]
-# **Solution.** It equals the loss Hugging Face models compute themselves when given
-# `labels` with $-100$ on the padding (they shift internally):
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -158,6 +157,14 @@ with torch.no_grad():
     out = base(**batch)  # batch carries labels: the model's own loss
 ours = sft_loss(out.logits, batch["input_ids"], batch["attention_mask"])
 print("equals the model's built-in loss:", torch.allclose(ours, out.loss.float(), atol=1e-5))
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# It equals the loss Hugging Face models compute themselves when given
+# `labels` with $-100$ on the padding (they shift internally): the solution cell compares the two.
+#
+# </details>
 
 # %% [markdown]
 # ## Before: samples from the base model
@@ -278,7 +285,7 @@ checks.check_make_pairs(make_pairs)
 
 
 # %% [markdown]
-# **Solution** (`helpers.pairs.pairs_from_samples` does the same for many prompts):
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -294,6 +301,13 @@ def make_pairs(prompt, responses, rewards):
 
 
 print(checks.check_make_pairs(make_pairs))
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# `helpers.pairs.pairs_from_samples` does the same for many prompts.
+#
+# </details>
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -322,7 +336,7 @@ checks.check_count_pairs(count_pairs)
 
 
 # %% [markdown]
-# **Solution.** $n$ samples sharing a value make $\binom{n}{2}$ tied pairs:
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -335,6 +349,14 @@ def count_pairs(rewards):
 
 
 print(checks.check_count_pairs(count_pairs))
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# $n$ samples sharing a value make $\binom{n}{2}$ tied pairs, so the count is
+# $\binom{k}{2} - \sum_{\text{values}} \binom{n}{2}$.
+#
+# </details>
 
 # %% [markdown]
 # On the SFT samples above, prompt by prompt (`helpers.pairs.count_pairs`, so this runs whatever

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -168,7 +168,7 @@ checks.check_dpo_batch_loss(dpo_batch_loss)
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -347,7 +347,7 @@ checks.check_kl_estimate(kl_estimate)
 
 
 # %% [markdown]
-# **Solution** (`helpers.evaluate.evaluate_policy` does the same):
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -360,6 +360,13 @@ def kl_estimate(policy_logps, ref_logps, prompt_index):
 
 
 print(checks.check_kl_estimate(kl_estimate))
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# `helpers.evaluate.evaluate_policy` does the same.
+#
+# </details>
 
 # %% [markdown]
 # ## 9. The run

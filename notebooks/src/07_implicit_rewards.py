@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -81,7 +81,7 @@ from helpers.implicit import (
     token_reward_table,
 )
 from helpers.optimum import format_fraction, fraction_of_optimum
-from helpers.pairs import get_preference_pairs
+from helpers.pairs import get_preference_pairs, response_ended
 from helpers.profiles import dpo_sizes
 from helpers.runs import best_of_n_curve, beta_sweep, load_or_train_dpo, make_dpo_config, optimum_curve, split_pairs
 from helpers.world import get_prompts, get_reward_fn, load_sft_model, load_tokenizer, start_notebook
@@ -117,7 +117,7 @@ checks.check_implicit_reward(implicit_reward)
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -249,7 +249,7 @@ checks.check_token_implicit_rewards(token_implicit_rewards)
 
 
 # %% [markdown]
-# **Solution** (`helpers.implicit.token_implicit_rewards_from_logits`):
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -266,6 +266,13 @@ def token_implicit_rewards(policy_logits, ref_logits, labels, beta):
 print(checks.check_token_implicit_rewards(token_implicit_rewards))
 
 # %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# `helpers.implicit.token_implicit_rewards_from_logits` does the same.
+#
+# </details>
+
+# %% [markdown]
 # The held-out chosen and rejected responses, coloured token by token (green: the policy raised
 # the token's probability; red: lowered; the right column is the sum, $\hat r$). The ⏎ is the EOS.
 
@@ -280,13 +287,16 @@ rows = response_token_rewards(policy, ref_model, tokenizer,
                               [held_out_pairs["prompt"][i] for i in shown_pairs] * 2,
                               [held_out_pairs["chosen"][i] for i in shown_pairs]
                               + [held_out_pairs["rejected"][i] for i in shown_pairs],
-                              beta, config.max_length, config.max_prompt_length)
+                              beta, config.max_length, config.max_prompt_length,
+                              ended=[response_ended(held_out_pairs, side)[i] for side in ("chosen", "rejected")
+                                     for i in shown_pairs])  # a cut response has no EOS (gpt2)
 order = [i for pair in zip(range(n_show), range(n_show, 2 * n_show)) for i in pair]  # chosen, rejected, ...
 viz.plot_token_heatmap([rows[i] for i in order], title=f"held-out pairs of {n_show} prompts: chosen (odd rows) and "
                        "rejected (even rows)")
 plt.show()
 print("sums equal the sequence-level implicit rewards:",
-      np.allclose([r["total"] for r in rows[:n_show]], held["chosen"][shown_pairs], atol=1e-4))
+      np.allclose([r["total"] for r in rows],
+                  np.concatenate([held["chosen"][shown_pairs], held["rejected"][shown_pairs]]), atol=1e-4))
 
 # %% [markdown]
 # Single responses are noisy. Averaged over many tokens, a clear picture appears: below, the
@@ -301,7 +311,9 @@ samples = sample_policy(policy, tokenizer, prompts, SIZES["samples_per_prompt"],
 many = response_token_rewards(policy, ref_model, tokenizer,
                               samples["prompt"] + list(held_out_pairs["prompt"]) * 2,
                               samples["response"] + list(held_out_pairs["chosen"]) + list(held_out_pairs["rejected"]),
-                              beta, config.max_length, config.max_prompt_length)
+                              beta, config.max_length, config.max_prompt_length,
+                              ended=samples["ended"] + response_ended(held_out_pairs, "chosen")
+                              + response_ended(held_out_pairs, "rejected"))
 table = token_reward_table(many, min_count=10)
 fmt = lambda d: f"{d['token']!r:>16} {d['mean']:+.3f} ({d['count']})"
 print(f"{'raised most':>30}   |   {'lowered most':>30}")
@@ -370,7 +382,7 @@ checks.check_bon_kl_bound(bon_kl_bound_mine)
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution

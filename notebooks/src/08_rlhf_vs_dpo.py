@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -176,7 +176,7 @@ print(checks.check_gae(gae))
 
 
 # %% [markdown]
-# **Solution** (what `helpers.rlhf.compute_gae` does for a padded batch of responses):
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution
@@ -198,6 +198,13 @@ print(checks.check_gae(gae))
 r, v = torch.tensor([-0.02, 0.01, 1.0]), torch.tensor([0.3, 0.5, 0.8])
 adv, ret = rlhf.compute_gae(r[None], v[None], torch.ones(1, 3, dtype=torch.bool), gamma=1.0, lam=0.95)
 print("advantages", [f"{a:.4f}" for a in adv[0].tolist()], "| returns", [f"{x:.4f}" for x in ret[0].tolist()])
+
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# This is what `helpers.rlhf.compute_gae` does for a padded batch of responses.
+#
+# </details>
 
 # %% [markdown]
 # **Whitening and the clipped objective.** Advantages are whitened over the batch (mean 0, std 1),
@@ -256,7 +263,7 @@ print(checks.check_rloo_advantages(rloo_advantages))
 
 
 # %% [markdown]
-# **Solution.**
+# **Solution** (hidden; open it after you have tried).
 
 # %% cellView="form" jupyter={"source_hidden": true}
 # @title Solution

@@ -92,28 +92,32 @@ def plot_policies(policies: dict, responses, ax=None, title=None):
 
 
 def plot_beta_sweep(pi_ref, r, responses, betas=None, fig=None):
-    """Static view of what the beta slider shows: pi*(y) for every response, and the objective's
-    reward and KL terms, as beta goes from 0.05 to 100 (log scale)."""
+    """Static view of what the beta slider shows, as beta goes from 0.05 to 100 (log scale): pi*(y)
+    for every response; the objective and its two terms in reward units (E[r] and the penalty
+    beta * KL); and the KL itself in nats, on its own axis."""
     betas = np.logspace(-1.3, 2, 120) if betas is None else np.asarray(betas)
     pis = torch.stack([toy.optimal_policy(pi_ref, r, float(b)) for b in betas])  # (n_beta, K)
     reward = toy.expected_reward(pis, r)
     kl = toy.kl_divergence(pis, pi_ref)
-    fig = fig or plt.figure(figsize=(11, 3.6))
-    ax1, ax2 = fig.subplots(1, 2)
+    penalty = torch.as_tensor(betas) * kl
+    fig = fig or plt.figure(figsize=(15, 3.6))
+    ax1, ax2, ax3 = fig.subplots(1, 3)
     ax1.stackplot(betas, _np(pis).T, labels=responses, alpha=0.85)
-    ax1.set_xscale("log")
-    ax1.set_xlabel("beta (log scale)")
-    ax1.set_ylabel("pi*(y), stacked")
-    ax1.set_title("optimal policy: argmax r  <-  beta  ->  pi_ref")
+    ax1.set_ylabel(r"$\pi^*(y)$, stacked")
+    ax1.set_title(r"optimal policy: $\arg\max r$  $\leftarrow\ \beta\ \rightarrow$  $\pi_{\mathrm{ref}}$")
     ax1.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    ax2.plot(betas, _np(reward), label="E_pi*[r]")
-    ax2.plot(betas, _np(kl), label="KL(pi* || pi_ref) (nats)")
-    ax2.plot(betas, _np(reward - torch.as_tensor(betas) * kl), label="objective E[r] - beta KL")
-    ax2.set_xscale("log")
-    ax2.set_xlabel("beta (log scale)")
-    ax2.set_ylabel("reward units / nats")
-    ax2.set_title("the objective's two terms at pi*")
+    ax2.plot(betas, _np(reward), label=r"$\mathbb{E}_{\pi^*}[r]$")
+    ax2.plot(betas, _np(penalty), label=r"$\beta\,\mathrm{KL}$ (the penalty)")
+    ax2.plot(betas, _np(reward - penalty), label=r"objective $\mathbb{E}[r]-\beta\,\mathrm{KL}$")
+    ax2.set_ylabel("reward units")
+    ax2.set_title(r"the objective and its two terms at $\pi^*$")
     ax2.legend(fontsize=8)
+    ax3.plot(betas, _np(kl), color="C3", label=r"KL$(\pi^*\,\|\,\pi_{\mathrm{ref}})$")
+    ax3.set_ylabel("nats")
+    ax3.set_title(r"KL$(\pi^*\,\|\,\pi_{\mathrm{ref}})$: how far $\pi^*$ moves")
+    for ax in (ax1, ax2, ax3):
+        ax.set_xscale("log")
+        ax.set_xlabel(r"$\beta$ (log scale)")
     fig.tight_layout()
     return fig
 
@@ -340,6 +344,18 @@ def plot_implicit_vs_true(implicit, true, ax=None, title="implicit vs ground-tru
     return ax
 
 
+def _sft_star(ax, reward: float, reward_se: float | None, optimum: list[dict] | None):
+    """pi_ref's point at KL 0. With an optimum, it is the optimum's own KL-0 point -- the same prompts
+    and samples every "fraction of pi*'s gain" is measured from -- so the star and the curve share
+    their start; a separate evaluation of the SFT model (other samples) would sit off it by its noise."""
+    if optimum:
+        start = next(q for q in optimum if q["kl_mean"] == 0.0)
+        reward, reward_se = start["reward_mean"], start.get("reward_se")
+    label = r"SFT ($\pi_{\mathrm{ref}}$)" + (r", the samples behind $\pi^*$" if optimum else "")
+    ax.errorbar([0.0], [reward], yerr=None if reward_se is None else [reward_se], marker="*", ms=11, color="k",
+                ls="none", capsize=2, label=label, zorder=5)
+
+
 def plot_optimum(optimum: list[dict], ax, label_betas: bool = True, color: str = "0.25"):
     """The optimum pi*_beta's frontier (``helpers.optimum.optimum_frontier``): a line through its
     reliable points with a band of +- one standard error of the reward; points whose effective
@@ -363,10 +379,12 @@ def plot_optimum(optimum: list[dict], ax, label_betas: bool = True, color: str =
 
 
 def plot_reward_kl_frontier(dpo_points: list[dict], bon_points: list[dict] | None = None, sft_reward=None, ax=None,
-                            title="reward vs KL (the paper's Fig. 2 axes)", optimum: list[dict] | None = None):
+                            title="reward vs KL (the paper's Fig. 2 axes)", optimum: list[dict] | None = None,
+                            xscale: str = "linear"):
     """Mean held-out reward against KL(pi || pi_ref): one point per DPO run (labelled by beta, with
     standard-error bars), the best-of-N curve from the SFT model (KL at its bound log N - (N-1)/N),
-    and the optimum pi* every method aims at.
+    and the optimum pi* every method aims at. ``xscale="symlog"`` (linear below 1 nat, logarithmic
+    above, as ``plot_rlhf_frontier``) spreads KLs of 0.1 and 20 nats over the width.
 
     Args:
         dpo_points: dicts with ``beta``, ``kl_mean``, ``reward_mean`` and optionally ``kl_se``, ``reward_se``.
@@ -391,8 +409,11 @@ def plot_reward_kl_frontier(dpo_points: list[dict], bon_points: list[dict] | Non
             ax.annotate(f"beta={p['beta']:g}", (p["kl_mean"], p["reward_mean"]), fontsize=8, xytext=(4, 4),
                         textcoords="offset points")
     if sft_reward is not None:
-        ax.plot([0.0], [sft_reward], "k*", ms=10, label="SFT (pi_ref)")
-    ax.set_xlabel("KL(pi || pi_ref) on held-out prompts (nats)")
+        _sft_star(ax, sft_reward, None, optimum)
+    if xscale == "symlog":
+        ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel(r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ on held-out prompts (nats"
+                  + (", symlog scale)" if xscale == "symlog" else ")"))
     ax.set_ylabel("mean ground-truth reward")
     ax.set_title(title)
     ax.legend(fontsize=8)
@@ -573,8 +594,7 @@ def plot_rlhf_frontier(runs: list[dict], bon: list[dict] | None = None, sft: dic
                     yerr=[b["reward_se"] for b in rows], ls="--", marker=".", capsize=2, color=f"C{len(methods) + j + 1}",
                     label=f"{scorer}, N = {rows[0]['N']}..{rows[-1]['N']} (KL upper bound)")
     if sft is not None:
-        ax.errorbar([sft["kl_mean"]], [sft["reward_mean"]], yerr=[sft["reward_se"]], marker="*", ms=12,
-                    color="k", ls="none", label="SFT (pi_ref)")
+        _sft_star(ax, sft["reward_mean"], sft.get("reward_se"), optimum)
     if xscale == "symlog":
         ax.set_xscale("symlog", linthresh=1.0)
     else:
@@ -608,7 +628,7 @@ def plot_target_paths(rows: list[dict], optimum: list[dict], ax=None, others: li
         mine = sorted((r for r in rows if r["target"] == target), key=lambda r: r["step"])
         shown = [r for r in mine if kl_max is None or r["kl"] <= kl_max]
         colour, marker = TARGET_STYLE.get(target, ("k", "o"))
-        start = [(0.0, sft["reward_mean"])] if sft is not None else []
+        start = [(0.0, next(q["reward_mean"] for q in optimum if q["kl_mean"] == 0.0))] if sft is not None else []
         xs = [x for x, _ in start] + [r["kl"] for r in shown]
         ys = [y for _, y in start] + [r["reward"] for r in shown]
         beyond = len(mine) - len(shown)
@@ -622,7 +642,7 @@ def plot_target_paths(rows: list[dict], optimum: list[dict], ax=None, others: li
         ax.annotate(p["label"], (p["kl"], p["reward"]), fontsize=7, color="0.35", xytext=(4, -10),
                     textcoords="offset points")
     if sft is not None:
-        ax.plot([0.0], [sft["reward_mean"]], "k*", ms=10, label="SFT (pi_ref)")
+        _sft_star(ax, sft["reward_mean"], sft.get("reward_se"), optimum)
     if kl_max is not None:
         ax.set_xlim(-0.1, kl_max)
     ax.set_xlabel("KL(pi || pi_ref) on held-out prompts (nats)")
@@ -643,13 +663,14 @@ def plot_pipelines(notes: dict | None = None, ax=None):
             e.g. measured costs.
     """
     notes = notes or {}
-    ax = _ax(ax, figsize=(12, 3.6))
-    shared = [("SFT", "pi_ref = pi_SFT\n(notebook 05)"), ("sample pairs", "k responses per prompt\nfrom pi_SFT"),
-              ("preference labels", "y_w > y_l\n(Bradley-Terry, 01)")]
-    rlhf = [("reward model", "fit r_phi to the labels\n(01, 08)"),
-            ("PPO", "sample from pi_theta in the loop,\nmax E[r_phi] - beta KL (08)")]
-    dpo = [("DPO", "one classification loss on the pairs,\n-log sigma(beta h) (03, 06)")]
-    w, h, gap = 2.3, 0.9, 0.45
+    ax = _ax(ax, figsize=(12, 3.2 if notes else 2.8))
+    shared = [("SFT", "$\\pi_{\\mathrm{ref}} = \\pi_{\\mathrm{SFT}}$\n(notebook 05)"),
+              ("sample pairs", "k responses per prompt\nfrom $\\pi_{\\mathrm{SFT}}$"),
+              ("preference labels", "$y_w \\succ y_l$\n(Bradley-Terry, 01)")]
+    rlhf = [("reward model", "fit $r_\\phi$ to the labels\n(01, 08)"),
+            ("PPO", "sample from $\\pi_\\theta$ in the loop\nmax $\\mathbb{E}[r_\\phi] - \\beta\\,\\mathrm{KL}$ (08)")]
+    dpo = [("DPO", "one classification loss\non the pairs, $-\\log\\sigma(\\beta h)$ (03, 06)")]
+    w, h, gap = 2.6, 1.0, 0.45
 
     def box(x, y, title, sub, color):
         ax.add_patch(matplotlib.patches.FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=color,
@@ -679,7 +700,7 @@ def plot_pipelines(notes: dict | None = None, ax=None):
             va="center")
     ax.text(x_split + w + gap / 2, y_bot + h / 2, "DPO", fontsize=12, weight="bold", color="#2b6cb0", va="center")
     ax.set_xlim(-0.2, x_split + 2 * (w + gap) + 0.6)
-    ax.set_ylim(-0.9, y_top + h + 0.3)
+    ax.set_ylim(-0.9 if notes else -0.2, y_top + h + 0.2)  # room under the boxes only for notes
     ax.axis("off")
     ax.set_title("Two roads from preferences to a policy: RLHF needs a reward model and RL; DPO needs one loss",
                  fontsize=10)

@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 from helpers import viz  # noqa: E402
 
@@ -16,7 +17,7 @@ def test_plot_rlhf_frontier_draws_every_method_and_bon():
             "reward_se": 0.01} for n in (1, 2, 4)]
     ax = viz.plot_rlhf_frontier(runs, bon, {"kl_mean": 0.0, "reward_mean": 0.15, "reward_se": 0.02})
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[:2] == ["PPO", "DPO"] and any("BoN" in s for s in labels) and "SFT (pi_ref)" in labels
+    assert labels[:2] == ["PPO", "DPO"] and any("BoN" in s for s in labels) and "SFT ($\\pi_{\\mathrm{ref}}$)" in labels
     ppo_line = ax.get_lines()[0]
     assert list(ppo_line.get_xdata()) == [1.0, 3.0]  # sorted by KL
     assert "KL" in ax.get_xlabel()
@@ -46,6 +47,22 @@ def test_the_optimum_is_drawn_through_its_reliable_points_only():
         assert "the optimum pi* (from 64 SFT samples/prompt)" in labels and "pi*, too few effective samples" in labels
         line = next(ln for ln in ax.get_lines() if ln.get_label().startswith("the optimum"))
         assert list(line.get_xdata()) == [q["kl_mean"] for q in reliable]
+
+
+def test_the_sft_star_starts_the_optimum_curve():
+    """With pi* drawn, pi_ref's star is pi*'s own KL-0 point (the fractions' baseline, same samples),
+    not a separate evaluation that would sit off the curve's start by its noise."""
+    from helpers.optimum import optimum_frontier
+
+    optimum = optimum_frontier(np.random.default_rng(1).uniform(-1, 1, size=(20, 32)), [0.3, 1.0])
+    start = next(q for q in optimum if q["kl_mean"] == 0.0)
+    runs = [{"method": "DPO", "beta": 0.1, "kl_mean": 1.0, "kl_se": 0.1, "reward_mean": 0.2, "reward_se": 0.02}]
+    for ax in (viz.plot_rlhf_frontier(runs, sft={"kl_mean": 0.0, "reward_mean": 9.0, "reward_se": 0.1}, optimum=optimum),
+               viz.plot_reward_kl_frontier(runs, sft_reward=9.0, optimum=optimum)):
+        star = next(ln for ln in ax.get_lines() if ln.get_marker() == "*")
+        assert list(star.get_xdata()) == [0.0] and star.get_ydata()[0] == pytest.approx(start["reward_mean"])
+    ax = viz.plot_reward_kl_frontier(runs, sft_reward=9.0)  # no optimum: the evaluation given
+    assert next(ln for ln in ax.get_lines() if ln.get_marker() == "*").get_ydata()[0] == 9.0
 
 
 def test_pipeline_figure_draws_both_roads_and_the_notes():

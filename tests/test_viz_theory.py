@@ -59,7 +59,8 @@ def test_dpo_weight_curve_is_sigmoid_of_minus_beta_h():
 
 def test_beta_sweep_goes_from_argmax_to_pi_ref():
     fig = viz.plot_beta_sweep(WORLD.pi_ref, WORLD.r, WORLD.responses)
-    kl_line = [ln for ln in fig.axes[1].lines if ln.get_label().startswith("KL")][0]
+    kl_line = [ln for ax in fig.axes for ln in ax.lines if ln.get_label().startswith("KL")][0]
+    assert fig.axes[1].get_ylabel() == "reward units" and fig.axes[2].get_ylabel() == "nats"  # one unit per axis
     kl = kl_line.get_ydata()
     assert kl[0] > 2.5 and kl[-1] < 1e-3  # small beta: far from pi_ref; large beta: at pi_ref
 

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -166,19 +166,17 @@ for i, j in [(0, 1), (1, 4), (2, 3)]:
 # %% [markdown]
 # ## Fitting rewards by maximum likelihood
 #
-# Now forget $r$ and estimate scores $s(y)$ from the comparisons alone. The likelihood of the data
-# is $\prod_{\text{pairs}} \sigma\big(s(y_w)-s(y_l)\big)$; maximising it means minimising the mean
-# **negative log-likelihood**
-#
-# $$\mathcal{L}(s) = -\frac{1}{N}\sum_{(y_w,y_l)} \log\sigma\big(s(y_w)-s(y_l)\big),$$
-#
-# which is `helpers.losses.bradley_terry_loss` (one value per pair; we take the mean).
+# Now forget $r$ and estimate scores $s(y)$ from the comparisons alone, by **maximum likelihood**:
+# the scores under which Exercise 1's model makes the recorded outcomes most probable. A product
+# over thousands of pairs underflows, so one minimises the mean **negative log-likelihood** instead.
 
 # %% [markdown]
 # ### Exercise 2 — the Bradley-Terry loss
 #
-# Implement `bt_loss(chosen_scores, rejected_scores)` returning one loss per pair, shape `(B,)`.
-# Careful: `torch.log(torch.sigmoid(x))` underflows to `log(0) = -inf` once $x<-88$ in float32.
+# Write down the likelihood of one recorded comparison "$y_w$ beat $y_l$" under scores $s$, take the
+# negative log, and implement `bt_loss(chosen_scores, rejected_scores)`: that loss for each pair,
+# shape `(B,)`. The checker tries score margins of $\pm 200$: make sure a pair ranked very wrongly
+# costs a large *finite* loss, not `inf`.
 
 # %%
 def bt_loss(chosen_scores, rejected_scores):
@@ -201,8 +199,21 @@ def bt_loss(chosen_scores, rejected_scores):
 
 checks.check_bt_loss(bt_loss)
 
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# One comparison has likelihood $\sigma\big(s(y_w)-s(y_l)\big)$, so its loss is $-\log\sigma\big(s(y_w)-s(y_l)\big)$
+# (the data's likelihood is the product over pairs: its mean negative log is the mean of these).
+# `torch.log(torch.sigmoid(x))` underflows to $\log 0=-\infty$ once $x<-88$ in float32;
+# `F.logsigmoid(x)` computes the same without it.
+#
+# </details>
 
 # %% [markdown]
+# The loss is `helpers.losses.bradley_terry_loss` (one value per pair; the fit takes the mean):
+#
+# $$\mathcal{L}(s) = -\frac{1}{N}\sum_{(y_w,y_l)} \log\sigma\big(s(y_w)-s(y_l)\big).$$
+#
 # Fit the six scores with L-BFGS on this loss (`toy.fit_bt_rewards`; L-BFGS is a quasi-Newton optimiser: it
 # steps along gradients rescaled by a curvature estimate built from the last few steps), starting from all zeros:
 
@@ -323,15 +334,21 @@ checks.check_bayes_accuracy(bayes_accuracy)
 
 # %% [markdown]
 # On 20,000 fresh comparisons: the accuracy of the fitted scores, of the true rewards, and the
-# ceiling (`toy.bayes_accuracy`). A pair accuracy well below 1 is not a failed reward model when the
-# labels are noisy; in the text pairs below, whose labels are certain, the ceiling is 1.
+# ceiling (`toy.bayes_accuracy`). The ceiling is an *expected* accuracy: on one finite draw of coin
+# flips the true rewards' accuracy scatters around it by its standard error, either side -- so each
+# accuracy is printed with its SE, and its distance from the ceiling in SEs. A pair accuracy well
+# below 1 is not a failed reward model when the labels are noisy; in the text pairs below, whose
+# labels are certain, the ceiling is 1.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 test_c, test_l = toy.sample_preferences(r, 20_000, seed=1)
+ceiling = toy.bayes_accuracy(r, test_c, test_l).item()
 for label, scores in (("fitted s", s), ("true r", r)):
-    print(f"accuracy of {label:>8} on fresh labels: {(scores[test_c] > scores[test_l]).double().mean().item():.3f}")
-print(f"ceiling sigma(|r_i - r_j|) averaged over the pairs: {toy.bayes_accuracy(r, test_c, test_l).item():.3f}")
+    acc = (scores[test_c] > scores[test_l]).double().mean().item()
+    se = (acc * (1 - acc) / len(test_c)) ** 0.5
+    print(f"accuracy of {label:>8} on fresh labels: {acc:.3f} ± {se:.3f} ({(acc - ceiling) / se:+.1f} SE from the ceiling)")
+print(f"ceiling sigma(|r_i - r_j|) averaged over the pairs: {ceiling:.3f} (an expected accuracy)")
 
 # %% [markdown]
 # ### Two things the comparisons cannot tell you

@@ -244,8 +244,10 @@ print(f"J(pi*) = {rlhf_objective(pi_star, world.pi_ref, world.r, beta).item():.4
 # %% [markdown]
 # ### Exercise 2 — the optimal policy
 #
-# Implement `optimal_policy(pi_ref, r, beta)` $=\pi_{\mathrm{ref}}\exp(r/\beta)/Z$. The checker also
-# tries $\beta = 0.001$, where $\exp(r/\beta) = e^{2000}$ overflows: compute it in log space.
+# Implement `optimal_policy(pi_ref, r, beta)` $=\pi_{\mathrm{ref}}\exp(r/\beta)/Z$ -- the closed form you just
+# derived. The checker also tries $\beta = 0.001$, where $e^{r/\beta} = e^{2000}$ is no floating-point
+# number at all, and neither is $Z$. Which quantity can you compute instead that describes the same
+# distribution, and which library function turns it into probabilities safely?
 
 # %%
 def optimal_policy(pi_ref, r, beta):
@@ -383,8 +385,9 @@ viz.beta_slider(world.pi_ref, world.r, world.responses, beta=1.0)
 
 # %% [markdown]
 # The same information as a static picture (for readers on GitHub, where widgets do not run):
-# left, how $\pi^*$ shares its mass among the responses as $\beta$ grows; right, the reward and KL
-# terms at $\pi^*$. Both fall as $\beta$ grows: less reward, less drift.
+# left, how $\pi^*$ shares its mass among the responses as $\beta$ grows; middle, the objective and
+# its two terms at $\pi^*$, all in reward units ($\mathbb{E}[r]$ and the penalty $\beta\,\mathrm{KL}$);
+# right, the KL itself in nats. Reward and KL both fall as $\beta$ grows: less reward, less drift.
 
 # %%
 viz.plot_beta_sweep(world.pi_ref, world.r, world.responses)
@@ -416,6 +419,8 @@ for name, vocab in [(f"tiny profile (V = {tiny_vocab:,})", tiny_vocab), ("GPT-2 
 # What sampling buys you, in the toy: estimate $\mathbb{E}_{\pi^*}[r]$ and $\mathrm{KL}(\pi^*\|\pi_{\mathrm{ref}})$
 # from $n$ samples $y\sim\pi^*$ (the KL as the average of $\log\pi^*(y)-\log\pi_{\mathrm{ref}}(y)$). The
 # estimates approach the exact sums at the Monte-Carlo rate $1/\sqrt n$ — that noise is what RL has to live with.
+# Each estimate is printed with its standard error (notebook 00's Exercise 3), and how many SEs it
+# lands from the exact value.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -425,9 +430,11 @@ print(f"exact: E[r] = {exact_r:.4f}, KL = {exact_kl:.4f} nats")
 gen = torch.Generator().manual_seed(0)
 for n in (10, 100, 10_000):
     ys = torch.multinomial(pi_closed, n, replacement=True, generator=gen)
-    est_r = world.r[ys].mean().item()
-    est_kl = (torch.log(pi_closed[ys]) - torch.log(world.pi_ref[ys])).mean().item()
-    print(f"n = {n:>6}: E[r] ~ {est_r:.2f}, KL ~ {est_kl:.2f} nats")
+    rs, logratios = world.r[ys], torch.log(pi_closed[ys]) - torch.log(world.pi_ref[ys])  # (n,) each
+    print(f"n = {n:>6}: E[r] ~ {rs.mean().item():.3f} ± {(rs.std() / n ** 0.5).item():.3f}, "
+          f"KL ~ {logratios.mean().item():.3f} ± {(logratios.std() / n ** 0.5).item():.3f} nats "
+          f"(off by {abs(rs.mean().item() - exact_r) / (rs.std() / n ** 0.5).item():.1f} and "
+          f"{abs(logratios.mean().item() - exact_kl) / (logratios.std() / n ** 0.5).item():.1f} SE)")
 
 # %% [markdown]
 # ## Summary

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -71,16 +71,15 @@ beta = 1.0
 # %% [markdown]
 # ## Step 1 — the reward in terms of the optimal policy
 #
-# Take logs of $\pi^* = \pi_{\mathrm{ref}}\,e^{r/\beta}/Z$ and solve for $r$:
-#
-# $$r(x,y) = \beta\log\frac{\pi^*(y\mid x)}{\pi_{\mathrm{ref}}(y\mid x)} + \beta\log Z(x).$$
-#
-# Every reward is a log-ratio of two policies, plus a term that depends on the prompt only.
+# Notebook 02 found the optimum $\pi^* = \pi_{\mathrm{ref}}\,e^{r/\beta}/Z$. Read it the other way round: if
+# you knew $\pi^*$ (and $\pi_{\mathrm{ref}}$, $\beta$, $Z$), what reward would it be the optimum of?
 
 # %% [markdown]
 # ### Exercise 1 — invert the optimal policy
 #
-# Implement `reward_from_policy(pi_star, pi_ref, beta, log_z)`, returning $r$ for every response.
+# Take logs of $\pi^*$ and solve for $r$ on paper, then implement
+# `reward_from_policy(pi_star, pi_ref, beta, log_z)`, returning $r$ for every response. Before you
+# run the checker: which part of your answer depends on the response, and which only on the prompt?
 
 # %%
 def reward_from_policy(pi_star, pi_ref, beta, log_z):
@@ -102,6 +101,11 @@ def reward_from_policy(pi_star, pi_ref, beta, log_z):
 
 
 checks.check_reward_from_policy(reward_from_policy)
+
+# %% [markdown]
+# So every reward is a log-ratio of two policies, plus a term that depends on the prompt only:
+#
+# $$r(x,y) = \beta\log\frac{\pi^*(y\mid x)}{\pi_{\mathrm{ref}}(y\mid x)} + \beta\log Z(x).$$
 
 # %% [markdown]
 # In numbers: compute $\pi^*$ from the true reward, then get the reward back from $\pi^*$.
@@ -172,16 +176,15 @@ for name, r_shifted in [("r + f(x)   ", r_x + f_x), ("r + g(x, y)", r_x + g_xy)]
 # learned one:
 #
 # $$\mathcal{L}_{\mathrm{DPO}}(\pi_\theta;\pi_{\mathrm{ref}}) = -\,\mathbb{E}_{(x,y_w,y_l)}\Big[\log\sigma\Big(\beta\log\frac{\pi_\theta(y_w\mid x)}{\pi_{\mathrm{ref}}(y_w\mid x)}-\beta\log\frac{\pi_\theta(y_l\mid x)}{\pi_{\mathrm{ref}}(y_l\mid x)}\Big)\Big].$$
-#
-# In code it takes four log-probabilities per pair. Write $h=(\log\pi_\theta(y_w)-\log\pi_\theta(y_l))-(\log\pi_{\mathrm{ref}}(y_w)-\log\pi_{\mathrm{ref}}(y_l))$;
-# the loss of one pair is $-\log\sigma(\beta h)$.
 
 # %% [markdown]
 # ### Exercise 2 — the DPO loss
 #
-# Implement `dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)`
-# returning the per-pair losses, shape `(B,)`. The checker tries margins of $\pm 445$ in float32:
-# `torch.log(torch.sigmoid(x))` fails there, `F.logsigmoid(x)` does not.
+# A training loop never sees probabilities, only summed log-probabilities (notebook 04): four per
+# pair. Rewrite the bracket of $\mathcal{L}_{\mathrm{DPO}}$ in terms of those four numbers, then implement
+# `dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)`
+# returning the per-pair losses, shape `(B,)`. The checker tries log-ratio margins of $\pm 890$ in
+# float32 (so $\beta$ times them is $\pm 445$): which way of computing $\log\sigma$ survives that?
 
 # %%
 def my_dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
@@ -209,13 +212,19 @@ checks.check_dpo_loss(my_dpo_loss)
 # %% [markdown]
 # <details><summary><b>Why it works</b> (open after the solution)</summary>
 #
-# The course's `helpers.losses.dpo_loss` computes the same, and also returns the
-# implicit rewards for logging.
+# $\beta\log\frac{\pi_\theta(y_w)}{\pi_{\mathrm{ref}}(y_w)}-\beta\log\frac{\pi_\theta(y_l)}{\pi_{\mathrm{ref}}(y_l)} = \beta h$ with
+# $h=(\log\pi_\theta(y_w)-\log\pi_\theta(y_l))-(\log\pi_{\mathrm{ref}}(y_w)-\log\pi_{\mathrm{ref}}(y_l))$, so the loss of one
+# pair is $-\log\sigma(\beta h)$, and `F.logsigmoid` computes $\log\sigma$ without the underflow of
+# `torch.log(torch.sigmoid(x))` (0 below $x\approx-88$ in float32). The course's `helpers.losses.dpo_loss`
+# computes the same, and also returns the implicit rewards for logging.
 #
 # </details>
 
 # %% [markdown]
-# Two values to remember. At the start of training $\pi_\theta=\pi_{\mathrm{ref}}$, so $h=0$ and every
+# In the four log-probabilities the bracket is $\beta h$, with
+# $h=(\log\pi_\theta(y_w)-\log\pi_\theta(y_l))-(\log\pi_{\mathrm{ref}}(y_w)-\log\pi_{\mathrm{ref}}(y_l))$: the policy's
+# log-ratio of the pair minus the reference's. Two values to remember. At the start of training
+# $\pi_\theta=\pi_{\mathrm{ref}}$, so $h=0$ and every
 # pair costs $-\log\sigma(0)=\log 2$. And at $\pi_\theta=\pi^*$ the DPO loss *is* the Bradley-Terry loss
 # of the true reward (the implicit reward of $\pi^*$ differs from $r$ by $\beta\log Z$, which cancels).
 
@@ -241,7 +250,18 @@ print(f"Bradley-Terry loss of the true reward on the same pairs: {bt_true.item()
 # $Z = \sum_y \pi_\theta(y) = 1$ and $\pi^*_{\hat r_\theta} = \pi_\theta$. And every reward $r$ has a member of
 # its equivalence class of this form, $r - \beta\log Z(x) = \beta\log\frac{\pi^*_r}{\pi_{\mathrm{ref}}}$. So
 # maximising the likelihood of preferences over policies *is* maximising it over reward
-# equivalence classes, followed by the exact RLHF step: nothing is lost by never writing a reward.
+# equivalence classes, followed by the exact RLHF step: nothing is lost by never writing a reward --
+# **under three assumptions** the argument uses without saying so:
+#
+# 1. $\pi_{\mathrm{ref}}(y)>0$ for every response (else $\log\frac{\pi_\theta}{\pi_{\mathrm{ref}}}$ is undefined there,
+#    and notebook 00's support rule keeps $\pi^*$ at 0);
+# 2. the policy class is unrestricted: any distribution over responses is some $\pi_\theta$ (true of
+#    the toy's softmax over six logits, not of a language model of fixed size);
+# 3. the pairs **cover** every response: a response that never appears in a pair gets no gradient
+#    from the loss, so nothing moves its implicit reward -- only the softmax's normaliser does.
+#
+# The toy below draws pairs uniformly over all responses, so it meets all three; a cell after
+# Step 4 breaks the third.
 #
 # Check it on a policy that has nothing to do with the toy's reward (a random softmax):
 
@@ -282,6 +302,29 @@ viz.plot_policies({"pi_ref": world.pi_ref, "pi* (closed form)": pi_star, "pi_DPO
 plt.show()
 
 # %% [markdown]
+# **Coverage.** Now break assumption 3: the same 100,000 pairs, less every pair that contains one
+# response -- first the worst, then the best. The fit is the same DPO; what it can learn about the
+# missing response is only what the normaliser drags along.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for missing in (int(world.r.argmin()), int(world.r.argmax())):
+    keep = (chosen != missing) & (rejected != missing)
+    pi_cov, _ = toy.fit_toy_policy(world.pi_ref, chosen[keep], rejected[keep], beta)
+    name = world.responses[missing]
+    print(f"{name!r} in no pair ({int(keep.sum())} pairs left): pi_DPO({name}) = {pi_cov[missing].item():.3f}, "
+          f"pi_ref = {world.pi_ref[missing].item():.3f}, pi* = {pi_star[missing].item():.3f}; "
+          f"KL(pi_DPO || pi*) = {toy.kl_divergence(pi_cov, pi_star).item():.3f} "
+          f"(all pairs: {toy.kl_divergence(pi_dpo, pi_star).item():.4f})")
+
+# %% [markdown]
+# The missing response's logit never moves; only the normaliser does, so its probability follows the
+# others' fate, wherever $\pi^*$ puts it: compare its $\pi_{\mathrm{DPO}}$ with $\pi_{\mathrm{ref}}$ and $\pi^*$ in the two
+# lines above -- an uncovered bad response is not pushed down, an uncovered good one is not pulled
+# up (it loses share, as the covered responses it should beat gain it). On text this is the common case -- the pairs cover a
+# vanishing fraction of all responses -- and why DPO's pairs should come from $\pi_{\mathrm{ref}}$ itself
+# (notebook 05) and why notebook 09 asks what DPO really reaches.
+#
 # With more preferences the fit gets closer: the maximum-likelihood error shrinks like $1/\sqrt{n}$.
 # (Each $n$: the error averaged over 5 independent samples of pairs.)
 
@@ -379,13 +422,16 @@ plt.show()
 # ranked right, by any margin — the paper reports that this "unlikelihood"-style variant degenerates.
 # ("Unlikelihood" training: lowering the likelihood of unwanted text, Welleck et al. 2019; here
 # the loss $-[\log\pi_\theta(y_w) - \log\pi_\theta(y_l)]$, DPO's gradient with the weight set to 1.)
-# Checked on the toy, on 10,000 noisy preferences, fitted both ways from $\pi_{\mathrm{ref}}$: DPO settles at
-# $\pi^*$, the unweighted loss puts everything on the one response that wins most and stays there
-# (its gradient never shrinks: for a softmax it is the constant mean of $e_{y_l} - e_{y_w}$).
+# Checked on the toy, on 10,000 Bradley-Terry preferences, fitted both ways from $\pi_{\mathrm{ref}}$: DPO
+# settles at the best fit of *these* 10,000 labels -- $\pi^*$ up to their sampling error (its distance
+# to $\pi^*$ is printed) -- while the unweighted loss puts everything on the one response that wins
+# most and stays there (its gradient never shrinks: for a softmax it is the constant mean of
+# $e_{y_l} - e_{y_w}$).
 
 # %%
 # NBVAL_CHECK_OUTPUT
 chosen_u, rejected_u = toy.sample_preferences(world.r, 10_000, seed=0)
+pi_star_half = toy.optimal_policy(world.pi_ref, world.r, 0.5)
 for name in ("DPO (beta 0.5)", "unweighted"):
     theta_u = torch.log(world.pi_ref).clone().requires_grad_(True)
     opt = torch.optim.SGD([theta_u], lr=1.0)  # plain gradient steps: the loss's own direction
@@ -401,8 +447,8 @@ for name in ("DPO (beta 0.5)", "unweighted"):
         if step in (100, 2000):
             pi_u = torch.softmax(theta_u.detach(), -1)
             print(f"{name:>15} after {step:4d} steps: KL = {toy.kl_divergence(pi_u, world.pi_ref).item():.2f}, "
-                  f"pi = {[round(v, 3) for v in pi_u.tolist()]}")
-pi_star_half = toy.optimal_policy(world.pi_ref, world.r, 0.5)
+                  f"pi = {[round(v, 3) for v in pi_u.tolist()]}, "
+                  f"KL(pi || pi*) = {toy.kl_divergence(pi_u, pi_star_half).item():.4f}")
 print(f"{'pi* (beta 0.5)':>15}{'':17s}: KL = {toy.kl_divergence(pi_star_half, world.pi_ref).item():.2f}, "
       f"pi = {[round(v, 3) for v in pi_star_half.tolist()]}")
 

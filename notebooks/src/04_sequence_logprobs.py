@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -392,10 +392,39 @@ print(f"masking the first {len(p_ids)} joined tokens scores only:",
       [tokenizer.decode([i]) for i in joined[len(p_ids):]])
 
 # %% [markdown]
-# The two fixes, both used in this course: tokenize prompt and response separately and concatenate
-# the ids (`helpers.data.tokenize_preference`), so the mask is exact by construction; and cut
-# prompts at word boundaries with no trailing space, so the response starts with its own space
-# (`helpers.world.make_prompt`) and separate tokenization equals joint tokenization.
+# Two fixes, both used in this course. **Fix 1**: tokenize prompt and response separately and
+# concatenate the ids (`helpers.data.tokenize_preference`), so the mask scores exactly the response's
+# own ids. That makes the *mask* exact -- but look at which ids it scores: the separate pieces are a
+# tokenization of the text the model would not write itself, and the log-probability of a token
+# sequence depends on the sequence, not only on the text. **Fix 2**: cut prompts at word boundaries
+# with no trailing space, so the response starts with its own space (`helpers.world.make_prompt`)
+# and separate tokenization *equals* joint tokenization. Both, measured on the SFT model:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def text_logp(ids: list[int]) -> float:
+    """log pi of every token after the first, under the model: one tokenization of one text."""
+    x = torch.tensor([ids], device=device)
+    labels = x.clone()
+    labels[0, 0] = IGNORE_INDEX
+    with torch.no_grad():
+        return sequence_logprobs(model(input_ids=x).logits.float(), labels).item()
+
+
+print(f"fix 1, separate ids {[tokenizer.decode([i]) for i in p_ids + r_ids][-4:]}: "
+      f"log pi = {text_logp(p_ids + r_ids):.2f} nats")
+print(f"       joined ids   {[tokenizer.decode([i]) for i in joined][-4:]}: log pi = {text_logp(joined):.2f} nats "
+      "(the same text)")
+p2, r2 = "the acting was", " great."
+p2_ids, r2_ids = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (p2, r2))
+joined2 = tokenizer(p2 + r2, add_special_tokens=False)["input_ids"]
+print(f"fix 2, no trailing space: separate ids == joined ids: {p2_ids + r2_ids == joined2}, "
+      f"log pi = {text_logp(p2_ids + r2_ids):.2f} and {text_logp(joined2):.2f} nats")
+
+# %% [markdown]
+# So fix 1 alone scores the right positions of a *non-canonical* tokenization, whose probability
+# differs from the canonical one's by the gap printed above; only with fix 2 are the ids DPO scores
+# the ids the model itself would produce for that text.
 #
 # ### 7c. Dropout left on in the reference
 #
@@ -451,17 +480,24 @@ for c in (0.0, -30.0, -100.0):
     err16 = (sequence_logprobs((lg + c).half(), b["labels"]) - exact).abs().max().item()
     errbf = (sequence_logprobs((lg + c).bfloat16(), b["labels"]) - exact).abs().max().item()
     print(f"{c:8.0f} {err16:11.3f} {errbf:11.3f}")
-in_half = torch.gather(F.log_softmax(lg[:, :-1].half(), -1), 2, b["labels"][:, 1:].clamp(min=0).unsqueeze(2)).squeeze(2)
-in_half = (in_half.float() * (b["labels"][:, 1:] != IGNORE_INDEX)).sum(-1)
-print(f"log-softmax computed in fp16 itself (c = 0): error {(in_half - exact).abs().max().item():.3f} nats")
+keep = b["labels"][:, 1:] != IGNORE_INDEX
+for c in (0.0, -30.0, -100.0):  # the log-softmax itself in fp16, on top of the rounding of the logits
+    in_half = torch.gather(F.log_softmax((lg[:, :-1] + c).half(), -1), 2,
+                           b["labels"][:, 1:].clamp(min=0).unsqueeze(2)).squeeze(2)
+    in_half = (in_half.float() * keep).sum(-1)
+    print(f"log-softmax computed in fp16 itself, c = {c:4.0f}: error {(in_half - exact).abs().max().item():.3f} nats")
 
 # %% [markdown]
 # What this means in practice, and what the course does:
 #
 # * **Always log-softmax in float32.** `helpers.logprobs.token_logprobs` upcasts the logits
-#   (`.float()`) before the log-softmax; a log-softmax in fp16 loses digits on top of the rounding.
+#   (`.float()`) before the log-softmax. Compare the last lines above with the fp16 column: on
+#   these logits the fp16 log-softmax costs about what rounding its input to fp16 costs, and that
+#   rounding is the error to watch -- the upcast is free, and leaves it the only one.
 # * **Never fp16.** fp16's range ends at 65504, so large activations overflow, and it needs a loss
-#   scaler; `helpers.config.autocast` uses bf16 on CUDA and nothing (float32) on a CPU.
+#   scaler; `helpers.config.autocast` uses bf16 on CUDA GPUs with *native* bf16 (compute capability
+#   8.0 and newer: A100, L4, H100) and float32 elsewhere -- a T4 or V100 (whose bf16 is emulated,
+#   slower than float32) and a CPU.
 # * **The rounding of the logits themselves remains under bf16 autocast**, and it grows with the
 #   logits' magnitude (the table above). Early in DPO training the policy/reference log-ratios are
 #   small, so this noise can be as large as the signal. When a bf16 result looks noisy, rerun the

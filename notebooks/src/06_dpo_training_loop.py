@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -579,17 +579,23 @@ plt.show()
 # annotator's soft labels is trained there, beside this one.
 
 # %% [markdown]
-# The same prompts, one sample each, side by side (the first sample of each prompt):
+# The same prompts, one sample each, side by side (the first sample of each prompt). Both models are
+# sampled with the same random seed, so where DPO left the next-token distribution (nearly) as the
+# SFT model had it, the two draw the *same* words -- identical strings are not a bug but the part
+# of the text DPO did not change; the differences are the policies', not the dice's.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 k = SIZES["samples_per_prompt"]
+same = 0
 for i in range(8):
     j = i * k
     print(f"{final_prompts[i]!r}")
     for name in ("SFT", "DPO"):
         r = results[name]
         print(f"   {name} [{r['rewards'][j]:+.2f}] {r['responses'][j]}")
+    same += results["SFT"]["responses"][j] == results["DPO"]["responses"][j]
+print(f"\n{same} of 8 pairs of samples are the same string (same seed, same words where the policies agree)")
 
 # %% [markdown]
 # ## Summary

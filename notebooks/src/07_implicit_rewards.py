@@ -341,11 +341,28 @@ for g, values in credit.items():
 # tokens, compare the credit DPO gives to positive opinion words, to negative ones, and to
 # everything else. The top and bottom of the per-token table are noisier: a token's credit depends
 # on its context, so plot words that often appear next to praise (or to criticism) inherit some of
-# it, and tokens seen a dozen times carry a lot of sampling noise. Look also at the EOS and at "!":
-# credit there is a change of *length* and *style* (VADER boosts a sentence that ends in "!"), which
-# the ground-truth reward pays for without anyone having asked for it. The genre word "comedy",
-# which VADER scores as positive, is the place to look for reward hacking.
+# it, and tokens seen a dozen times carry a lot of sampling noise.
 #
+# Two kinds of token are worth a separate look, because the ground-truth reward could pay for them
+# without anyone having asked: the EOS and "!" (a change of *length* and *style*: VADER boosts a
+# sentence that ends in "!"), and the genre word "comedy", which VADER scores as positive -- the
+# world's planted place for reward hacking. Whether DPO credited them here is read off the numbers
+# above, not assumed (the cell below); what the reward really pays for, and what the trained
+# policies exploit, is notebook 08's diagnosis.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for g in ('"!"', "EOS", f'"{GOODHART_WORD}"'):
+    v = np.asarray(credit[g])
+    if len(v) < 2:
+        print(f"{g:>8}: {len(v)} occurrences in these samples and pairs -- nothing to read off here")
+        continue
+    mean, se = v.mean(), v.std(ddof=1) / math.sqrt(len(v))
+    verdict = ("raised" if mean > 0 else "lowered") if abs(mean) > 2 * se else "neither raised nor lowered (within 2 SE of 0)"
+    print(f"{g:>8}: {verdict} -- mean credit {mean:+.3f} ± {se:.3f} over {len(v)} tokens "
+          f"(everything else: {np.mean(credit['everything else']):+.3f})")
+
+# %% [markdown]
 # ## 6. Browse the examples
 #
 # Pick a response to see its tokens coloured and the per-token values (hover a token for its
@@ -367,10 +384,16 @@ viz.token_browser(browse)
 # notebook 06's (`sweep_steps`), share one computation of the reference log-probs, and are cached.
 #
 # A reference curve needs no training at all: **best-of-$N$ sampling** from the SFT model — draw
-# $N$ responses, keep the one with the highest reward. Its KL from $\pi_{\mathrm{ref}}$ is at most
-# $\log N - \frac{N-1}{N}$ (exact for continuous rewards without ties).
+# $N$ responses, keep the one with the highest reward. Its KL from $\pi_{\mathrm{ref}}$ depends on $N$
+# alone (for continuous rewards without ties; ties only lower it).
 #
-# ### Exercise 3 — the best-of-$N$ KL bound
+# ### Exercise 3 — the best-of-$N$ KL, derived
+#
+# Let $u = F(r(y))\in[0,1]$ be the quantile of a response's reward under $\pi_{\mathrm{ref}}$: for a response
+# drawn from $\pi_{\mathrm{ref}}$, $u$ is uniform. The best of $N$ draws is the one with the largest $u$, and
+# $P(\max \le u) = u^N$. So what is the density of best-of-$N$ *relative to* $\pi_{\mathrm{ref}}$ at a
+# response of quantile $u$, and what is the expectation of its log under best-of-$N$? Work it out on
+# paper, then implement `bon_kl_bound_mine(n)` returning that KL in nats (a number for each $n$).
 
 # %%
 def bon_kl_bound_mine(n):
@@ -395,6 +418,17 @@ print(checks.check_bon_kl_bound(bon_kl_bound_mine))
 print("N:        ", list(SIZES["bon_ns"]))
 print("KL bound: ", [f"{bon_kl_bound(n):.3f}" for n in SIZES["bon_ns"]])
 
+# %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# $P(\max\le u)=u^N$ has density $N u^{N-1}$ on $[0,1]$, against $\pi_{\mathrm{ref}}$'s uniform 1: that ratio is
+# $\pi_{\mathrm{BoN}}(y)/\pi_{\mathrm{ref}}(y)$. Its log, $\log N + (N-1)\log u$, averaged under best-of-$N$
+# ($\mathbb{E}[\log u] = \int_0^1 N u^{N-1}\log u\,du = -1/N$), gives
+# $\mathrm{KL} = \log N - \frac{N-1}{N}$ (Beirami et al. 2024). With ties in the reward the ratio is flatter,
+# so this is an upper bound.
+#
+# </details>
+
 # %%
 # NBVAL_IGNORE_OUTPUT
 eval_prompts = get_prompts(world, world.eval_split, n=SIZES["n_eval_prompts"], seed=0, tokenizer=tokenizer)
@@ -415,27 +449,34 @@ print(f"sweep, best-of-N and the optimum in {time.perf_counter() - start:.0f} s"
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
-viz.plot_reward_kl_frontier(sweep, bon, sft_reward=sft_eval["reward_mean"], ax=axes[0], optimum=optimum)
+viz.plot_reward_kl_frontier(sweep, bon, sft_reward=sft_eval["reward_mean"], ax=axes[0], optimum=optimum,
+                            xscale="symlog")
+window = min(10, min(len(r["metrics"]) for r in sweep))  # one batch's loss is noisy: a moving average
 for r in sweep:  # each sweep run's training curve
-    viz.plot_loss_curve([m["loss"] for m in r["metrics"]], ax=axes[1], label=f"beta = {r['beta']:g}",
-                        title="the sweep's DPO runs")
+    losses = np.asarray([m["loss"] for m in r["metrics"]])
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    viz.plot_loss_curve(smooth, steps=np.arange(window, len(losses) + 1), ax=axes[1], label=f"beta = {r['beta']:g}",
+                        title=f"the sweep's DPO loss ({window}-step moving average)")
 plt.tight_layout()
 plt.show()
 print(f"{len(eval_prompts)} held-out prompts x {SIZES['samples_per_prompt']} samples; DPO runs of "
-      f"{SIZES['sweep_steps']} steps at lr {SIZES['sweep_lr']:g}")
-print(f"{'policy':>12} {'reward':>16} {'KL (nats)':>14} {'length':>7} {'EOS':>5} {'pair acc':>8} {'of pi*':>7}")
+      f"{SIZES['sweep_steps']} steps at lr {SIZES['sweep_lr']:g}"
+      + (f" (06's run: {SIZES['max_steps']} steps at lr {SIZES['lr']:g}; a shorter run at a higher lr moves "
+         "each policy as far as its beta lets it within the sweep's budget)" if SIZES["sweep_lr"] != SIZES["lr"] else ""))
+print(f"{'policy':>12} {'reward':>16} {'KL (nats)':>14} {'length':>7} {'EOS':>5} {'batch acc':>9} {'of pi*':>7}")
 print(f"{'SFT':>12} {sft_eval['reward_mean']:+8.3f} ± {sft_eval['reward_se']:.3f} {0.0:7.2f}        "
       f"{sft_eval['length_mean']:7.1f} {sft_eval['eos_rate']:5.2f}")
 for r in sweep:
     r["of_optimum"] = fraction_of_optimum(optimum, r["kl_mean"], r["reward_mean"])
     print(f"{'DPO b=' + format(r['beta'], 'g'):>12} {r['reward_mean']:+8.3f} ± {r['reward_se']:.3f} "
           f"{r['kl_mean']:7.2f} ± {r['kl_se']:.2f} {r['length_mean']:7.1f} {r['eos_rate']:5.2f} "
-          f"{r['final_accuracy']:8.2f} {format_fraction(optimum, r['kl_mean'], r['reward_mean']):>7s}")
+          f"{r['final_accuracy']:9.2f} {format_fraction(optimum, r['kl_mean'], r['reward_mean']):>7s}")
 for r in bon:  # at its KL *bound*: the fraction is a lower bound for best-of-N
     r["of_optimum"] = fraction_of_optimum(optimum, r["kl_bound"], r["reward_mean"]) if r["n"] > 1 else float("nan")
     print(f"{'best-of-' + str(r['n']):>12} {r['reward_mean']:+8.3f} ± {r['reward_se']:.3f} "
-          f"{'<= ' + format(r['kl_bound'], '.2f'):>14} {'':23s} {format_fraction(optimum, r['kl_bound'], r['reward_mean']) if r['n'] > 1 else '-':>7s}")
+          f"{'<= ' + format(r['kl_bound'], '.2f'):>14} {'':24s} {format_fraction(optimum, r['kl_bound'], r['reward_mean']) if r['n'] > 1 else '-':>7s}")
 reach = max(q["kl_mean"] for q in optimum if q["reliable"])
+print("'batch acc': pair accuracy on the training batches of the last 10 steps (not held out)")
 print(f"'of pi*': the fraction of the optimum's reward gain over SFT at the same KL ('<=': past the estimate's reliable\n"
       f"reach, {reach:.2f} nats here, only an upper bound is known; for best-of-N, at its KL bound, a lower bound)")
 

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -251,7 +251,11 @@ for measured_kl in (12.0, 12.0, 6.6, 3.0, 6.0):
 # include $R_i$ itself, or it would correlate with the action and bias the gradient.
 #
 # ### Exercise 2 · the leave-one-out advantages
-# Write `rloo_advantages(rewards)` for a (P, k) tensor of rewards (P prompts, k samples each).
+# Write `rloo_advantages(rewards)` for a (P, k) tensor of rewards (P prompts, k samples each):
+# $A_i = R_i - \frac{1}{k-1}\sum_{j\ne i} R_j$. Do it without a loop over $i$ -- one line of tensor
+# arithmetic. (Hint: the sum over $j\ne i$ is a sum over all $j$ minus one term.) Before you run the
+# checker: what do a prompt's $k$ advantages sum to, and how does $A_i$ relate to $R_i$ minus the
+# *plain* mean of all $k$?
 
 # %%
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -278,6 +282,16 @@ print(checks.check_rloo_advantages(rloo_advantages))
 print(rloo_advantages(torch.tensor([[1.0, 2.0, 3.0, 6.0]])).numpy().round(4))
 
 # %% [markdown]
+# <details><summary><b>Why it works</b> (open after the solution)</summary>
+#
+# $\sum_{j\ne i}R_j = S - R_i$ with $S=\sum_j R_j$, so $A_i = R_i - \frac{S-R_i}{k-1} = \frac{k}{k-1}\big(R_i - \bar R\big)$:
+# the plain mean-centred reward, scaled up by $\frac{k}{k-1}$, and summing to 0 over the prompt's $k$
+# samples. The scale matters for the gradient's size, not its direction; the baseline that leaves
+# $R_i$ out is what keeps the estimate unbiased.
+#
+# </details>
+
+# %% [markdown]
 # ## 3 · A reward model, and short live runs
 #
 # The RLHF pipeline first fits a reward model to the same preference pairs DPO trains on: the
@@ -300,7 +314,9 @@ print(f"normalisation over SFT samples: raw mean {rm_info['norm_mean']:.3f}, raw
 # %% [markdown]
 # Now a short PPO run against the learned reward model and a short RLOO run, on prompts from the
 # pairs' split (never the evaluation prompts), each a handful of iterations so the notebook stays
-# fast. Watch the score climb and the KL grow; the full runs are in section 4.
+# fast. The plots show the reward model's score and the KL along each run; the cell after them says
+# where each run *ended*, on the ground truth with standard errors -- in a handful of iterations a
+# run need not end above SFT. The full runs are in section 4.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -346,20 +362,19 @@ for name, model in [("SFT", sft)] + [(m.upper() + f" ({len(live[m]['history'])} 
 # ## 4 · The frontier: every method, a few beta, the same evaluation
 #
 # Each point below is one trained policy (or best-of-N), evaluated by
-# `helpers.evaluate.evaluate_policy` on the same held-out prompts (in the tiny sweep: 100 x 4
-# samples; the sizes of the sweep shown are printed below it): mean ground-truth
+# `helpers.evaluate.evaluate_policy` on the same held-out prompts: mean ground-truth
 # reward (the world's ground truth: VADER in tiny) and the sequence KL(pi || pi_ref), with standard
 # errors over prompts. Best-of-N has no tractable KL; it is plotted at the upper bound
-# log N - (N-1)/N (Beirami et al. 2024). The tiny sweep: PPO, PPO-GT and RLOO at lr 1e-4, 80
-# iterations of 32 fresh samples (4 epochs, mini-batches of 8); DPO 120 steps of 32 pairs (the 90%
-# of the pairs the reward model also trained on) at lr 3e-4 (notebooks 06-07's first setting) and,
-# as *DPO-lr1e-4*, at the 1e-4 those notebooks settled on (`helpers.profiles.FRONTIER_SIZES`).
+# log N - (N-1)/N (Beirami et al. 2024). PPO, PPO-GT and RLOO sample fresh responses every
+# iteration; DPO trains on the 90% of the pairs the reward model also trained on, at two learning
+# rates (the second as *DPO-lr1e-4*). The sweep's sizes (`helpers.profiles.FRONTIER_SIZES`) and how
+# long it took are printed below it, from the file it saved.
 #
 # The grey curve is the optimum $\pi^*_\beta$ on the same prompts (notebook 06, "How far from the
 # optimum?"), estimated from SFT samples per prompt (256 in tiny): the most reward any policy can have at each
 # KL. Each method's point is reported as the fraction of the optimum's reward gain it reaches at its KL.
 #
-# The sweep takes about an hour on 2 CPU cores, so it lives in `scripts/run_frontier.py` and its
+# The sweep is too long for a notebook, so it lives in `scripts/run_frontier.py` and its
 # results in `data/frontier.json`, which records the fingerprint of the world it was made on
 # (`helpers.world.world_fingerprint`: every setting of the corpus, tokenizer, SFT model and pairs).
 # This notebook refuses a sweep of another world. Set `RUN_SWEEP = True` to recompute it (finished
@@ -384,7 +399,7 @@ def made_on(path, w) -> bool:
     return Path(path).exists() and json.loads(Path(path).read_text()).get("world_fingerprint") == world_fingerprint(w)
 
 
-RUN_SWEEP = False  # True: recompute this profile's sweep (tiny: about an hour on 2 cores)
+RUN_SWEEP = False  # True: recompute this profile's sweep (its duration on the machine that made it: printed below)
 if world.profile == "tiny":
     sweep_world, frontier_path, how = saved_results_world(), DATA_DIR / "frontier.json", "saved sweep"
 else:
@@ -404,7 +419,8 @@ frontier = load_world_results(frontier_path, sweep_world,
                               f"python scripts/run_frontier.py --profile {sweep_world.profile} --jobs 2")
 WORLD_LABEL = f"{sweep_world.profile} world, {how}"
 print(f"sweep of {frontier['meta']['date']} on the {WORLD_LABEL}, world fingerprint {frontier['world_fingerprint']}, "
-      f"{frontier['meta']['jobs']} runs at a time on {frontier['meta']['cpu_count']} CPU cores")
+      f"{frontier['meta']['jobs']} runs at a time on {frontier['meta']['cpu_count']} CPU cores, "
+      f"{frontier['meta']['total_s'] / 60:.0f} min in all")
 METHODS = [m for m in ("PPO", "PPO-GT", "RLOO", "DPO", "DPO-lr1e-4") if any(r["method"] == m for r in frontier["runs"])]
 S = frontier["meta"]["settings"]
 print(f"its sizes: {S['n_eval_prompts']} evaluation prompts x {S['eval_samples']} samples; RL lr {S['rl']['lr']:g}, "
@@ -443,7 +459,11 @@ plt.show()
 # run, several runs at a time (the first line of section 4 says how many: so, rough); the reward
 # model's training is listed on its own line and is paid once by PPO, RLOO and best-of-N. *State MB* is the tensor memory of the models held (parameters; plus gradients and
 # Adam's two moments for the trained policy). *Peak +MB* is the largest growth of the process's
-# resident memory during training (activations, rollouts, optimizer), sampled every 20 ms. Lines of
+# resident memory during training (activations, rollouts, optimizer), sampled every 20 ms. DPO's is
+# the largest, and the last line below shows that its training step's logits are only a part of it:
+# the meter also covers what DPO does once before its first step -- tokenizing every pair and
+# precomputing the reference's log-probs over all of them -- and resident memory is the allocator's
+# high-water mark, not the tensors alive, so read these peaks as rough. Lines of
 # code count the functions each method runs (docstrings and comments removed; DPO's include
 # checkpoint/resume code that the RL loops do not have). Samples are the responses generated
 # during training; DPO's 4,000 come from building the pairs once from SFT before training (shared
@@ -469,6 +489,15 @@ print(f"reward model: {loc['reward model']} lines, trained in {rm_info.get('trai
       f"held-out pair accuracy {rm_info.get('heldout_accuracy', float('nan')):.3f}")
 print(f"(PPO and RLOO also need the reward model, itself trained on the {pair_samples} offline samples' pairs)")
 print("best-of-N: no training; SFT + reward model in memory; N samples + N scores per prompt at inference")
+# where DPO's peak goes: one concatenated forward holds the float32 logits of 2B sequences (chosen and
+# rejected) over the whole vocabulary, and the float32 log-softmax a second copy of the same size
+rows, width, vocab = 2 * S["dpo"]["batch_size"], S["dpo"]["max_length"], len(tok)
+logits_mb = rows * width * vocab * 4 / 2**20
+rl_rows = S["rl"]["mini_batch_size"]
+dpo_peak = max(r["train_rss_mb"] for r in runs if r["method"] == "DPO")
+print(f"DPO's step: the logits of {rows} sequences x up to {width} tokens x {vocab} vocabulary x 4 bytes = "
+      f"{logits_mb:.0f} MB, twice with the log-softmax = {2 * logits_mb:.0f} MB at most -- "
+      f"{2 * logits_mb / dpo_peak:.0%} of DPO's peak +MB ({dpo_peak:.0f})")
 
 # %% [markdown]
 # The course's map again (notebook 00), with what this sweep measured on each road:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -260,67 +261,124 @@ def _t4_minutes(part: str) -> str:
     return f"about {value:.0f} min (computed, benchmarks/t4_budget.py)"
 
 
-def _world_artifacts(root: Path, world: World) -> list[tuple[Path, dict]]:
+def _world_artifacts(root: Path, world: World) -> tuple[list[tuple[Path, dict]], list[Path]]:
     """Every complete artifact under ``root`` (folders holding ``spec.json``, up to 3 levels deep)
-    made from ``world``: (path relative to ``root``, its spec)."""
-    from helpers.cache import SPEC_FILE
+    made from ``world`` -- its stages (their spec names the world) and its DPO runs (their spec names
+    the world's SFT weights) -- as (path relative to ``root``, its spec); and the ``spec.json`` files
+    that cannot be read (cut, not UTF-8, not JSON), which a caller names instead of skipping."""
+    from helpers.cache import SPEC_FILE, file_fingerprint
 
     mine = _spec(world)
-    found = []
+    weights = next(Path(world.sft_dir).glob("*.safetensors"), None) if Path(world.sft_dir).is_dir() else None
+    sft = file_fingerprint(weights) if weights is not None else None
+    found, damaged = [], []
     for depth in ("*", "*/*", "*/*/*"):
         for spec_file in sorted(root.glob(f"{depth}/{SPEC_FILE}")):
-            try:
-                spec = json.loads(spec_file.read_text())
-            except (OSError, ValueError):
+            if ".tmp-" in str(spec_file):
                 continue
-            if isinstance(spec, dict) and spec.get("world") == mine and ".tmp-" not in str(spec_file):
+            try:
+                spec = json.loads(spec_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+                damaged.append(spec_file)
+                continue
+            if not isinstance(spec, dict):
+                damaged.append(spec_file)
+            elif spec.get("world") == mine or (sft is not None and spec.get("artifact") == "dpo run"
+                                               and spec.get("sft") == sft):
                 found.append((spec_file.parent.relative_to(root), spec))
-    return found
+    return found, damaged
 
 
 def _copy_artifacts(src_root: Path, dst_root: Path, world: World) -> list[str]:
     """Copy ``world``'s complete artifacts from ``src_root`` to ``dst_root`` (each through
-    ``build_artifact``: a temporary sibling, renamed; one already there and current is kept)."""
+    ``build_artifact``: a temporary sibling, renamed; one already there and current is kept). The
+    world's stages go first, so its DPO runs are recognised by the SFT weights they start from."""
     from helpers.cache import SPEC_FILE
 
     copied = []
-    for rel, spec in _world_artifacts(src_root, world):
-        src, dst = src_root / rel, dst_root / rel
-        if is_built(dst, spec):
-            continue
+    for attempt in range(2):  # a second pass: DPO runs, once the SFT model they name is in the cache
+        found, damaged = _world_artifacts(src_root, world)
+        for path in damaged if attempt == 0 else []:
+            print(f"skipped {path}: its spec.json cannot be read (cut or damaged): that artifact is not copied")
+        for rel, spec in found:
+            src, dst = src_root / rel, dst_root / rel
+            if is_built(dst, spec):
+                continue
 
-        def copy(tmp: Path, src=src) -> None:
-            for item in src.iterdir():
-                if item.name == SPEC_FILE:
-                    continue
-                (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+            def copy(tmp: Path, src=src) -> None:
+                for item in src.iterdir():
+                    if item.name == SPEC_FILE:
+                        continue
+                    (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
 
-        build_artifact(dst, spec, copy)
-        copied.append(rel.as_posix())
+            build_artifact(dst, spec, copy)
+            copied.append(rel.as_posix())
+        if src_root == Path(world.root):  # saving: the world's own SFT weights are there from the start
+            break
     return copied
+
+
+def saved_world_dir(world: World, folder: str | os.PathLike) -> Path:
+    """Where ``save_world`` keeps ``world`` in ``folder``: ``folder/<profile>/<world fingerprint>``, so
+    worlds of other settings (a smoke rehearsal, another ``sft_steps``) share a folder side by side."""
+    return Path(folder).expanduser() / world.profile / world_fingerprint(world)
 
 
 def save_world(world: World, folder: str | os.PathLike) -> list[str]:
-    """Copy every built stage of ``world`` (SFT model, pairs, reward model, DPO runs: each checked by
-    its ``spec.json``) to ``folder/<profile>``, e.g. a Google Drive folder. Returns what was copied."""
-    copied = _copy_artifacts(Path(world.root), Path(folder).expanduser() / world.profile, world)
-    print(f"saved {len(copied)} artifacts of the {world.profile} world to {Path(folder) / world.profile}: "
-          + (", ".join(copied) or "nothing new"))
+    """Copy every built stage of ``world`` (SFT model, pairs, reward model) and its DPO runs, each
+    checked by its ``spec.json``, to ``saved_world_dir(world, folder)``, e.g. in a Google Drive
+    folder. Saves of other worlds in ``folder`` are left as they are. Returns what was copied."""
+    dst = saved_world_dir(world, folder)
+    copied = _copy_artifacts(Path(world.root), dst, world)
+    print(f"saved {len(copied)} artifacts of the {world.profile} world {world_fingerprint(world)} to {dst}: "
+          + (", ".join(copied) or "nothing new")
+          + f". To restore it in a fresh runtime: {SAVED_WORLD_ENV}={Path(folder).expanduser()}")
     return copied
+
+
+def _save_in(folder: Path, world: World) -> Path | None:
+    """The save of ``world`` that ``folder`` points at, or None: ``folder`` may be what ``save_world``
+    was given, its ``<profile>`` folder (the path ``save_world`` printed), the save itself, or a save
+    of the earlier layout (``folder/<profile>`` holding the stages directly)."""
+    fp = world_fingerprint(world)
+    for d in (folder / world.profile / fp, folder / fp, folder / world.profile, folder):
+        if d.is_dir() and any(d.glob("*/spec.json")):
+            return d
+    return None
+
+
+def _saves_listed(folder: Path, profile: str) -> list[str]:
+    """The world fingerprints saved in ``folder`` (or in its ``<profile>`` folder)."""
+    return sorted({d.name for base in (folder / profile, folder) if base.is_dir() for d in base.iterdir()
+                   if d.is_dir() and re.fullmatch(r"[0-9a-f]{12}", d.name)})
 
 
 def restore_saved_world(world: World, folder: str | os.PathLike | None = None) -> list[str]:
     """Copy into the cache what ``save_world`` saved of *this* world (same settings: every spec is
     compared) from ``folder`` (default ``$DPO_SAVED_WORLD``, else the Drive folder when mounted).
-    Artifacts of other settings are left where they are. Returns what was copied."""
-    candidates = [folder] if folder is not None else [os.environ.get(SAVED_WORLD_ENV), DRIVE_FOLDER]
+    Saves of other settings are left where they are. Returns what was copied.
+
+    A folder that was asked for (``folder`` or ``$DPO_SAVED_WORLD``) and yields nothing says why: it
+    does not exist, or it holds no save of this world (and which worlds it does hold)."""
+    asked = folder if folder is not None else os.environ.get(SAVED_WORLD_ENV)
+    candidates = [(asked, True)] if folder is not None else [(asked, True), (DRIVE_FOLDER, False)]
     copied = []
-    for candidate in candidates:
+    for candidate, explicit in candidates:
         if not candidate:
             continue
-        src = Path(candidate).expanduser() / world.profile
-        if src.is_dir():
-            copied += _copy_artifacts(src, Path(world.root), world)
+        root = Path(candidate).expanduser()
+        if not root.is_dir():
+            if explicit:
+                print(f"nothing restored: {SAVED_WORLD_ENV if folder is None else 'the folder'} {root} does not "
+                      "exist (give the folder save_world was given)")
+            continue
+        save = _save_in(root, world)
+        if save is not None and _world_artifacts(save, world)[0]:
+            copied += _copy_artifacts(save, Path(world.root), world)
+        elif explicit:
+            others = _saves_listed(root, world.profile)
+            print(f"nothing restored from {root}: it holds no save of this {world.profile} world "
+                  f"{world_fingerprint(world)}" + (f" (worlds saved there: {', '.join(others)})" if others else ""))
     if copied:
         print(f"restored from a saved {world.profile} world: {', '.join(copied)}")
     return copied

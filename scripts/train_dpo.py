@@ -108,6 +108,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                           "recent GPUs; log-probs are float32 either way")
     run.add_argument("--checkpoint-every", type=int, default=0, help="steps between saves (0: at the end only)")
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint if it exists")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start over in a non-empty OUTPUT_DIR, replacing the files a run writes there "
+                          "(without it, or --resume, a non-empty OUTPUT_DIR is refused)")
     run.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is present")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -124,7 +127,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("model", "data"):
         if getattr(args, name) is None:
             p.error(f"--{name} is required (or give --profile)")
+    _check_output_dir(p, args)
     return args
+
+
+def _check_output_dir(p: argparse.ArgumentParser, args) -> None:
+    """A finished run's metrics and model are never replaced by a run that was not asked to."""
+    out = Path(args.output_dir).expanduser()
+    if args.resume and args.overwrite:
+        p.error("--resume continues the run in --output-dir, --overwrite replaces it: give one of them")
+    if out.exists() and not out.is_dir():
+        p.error(f"--output-dir {out} is a file, not a folder")
+    held = sorted(x.name for x in out.iterdir()) if out.is_dir() else []
+    if held and not (args.resume or args.overwrite):
+        p.error(f"--output-dir {out} is not empty ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): "
+                "pass --resume to continue its run, --overwrite to start over there, or choose a new folder")
 
 
 def _negative_values_attached(argv: list[str]) -> list[str]:

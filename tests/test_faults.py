@@ -25,7 +25,7 @@ import torch
 from conftest import build_tiny_gpt2, build_tiny_pairs, build_tiny_tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_train_dpo_script import SCRIPT, launch, make_script_world
+from test_train_dpo_script import SCRIPT, launch, load_script_module, make_script_world
 
 from helpers.data import load_preference_file, text_ids, tokenize_preference, tokenize_preferences
 from helpers.rlhf import RLHFConfig
@@ -539,3 +539,28 @@ def test_run_frontier_refuses_counts_that_would_hang_and_unknown_methods(args, w
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_frontier.py"), *args], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-500:]
+
+
+def test_a_finished_run_is_not_replaced_by_a_second_run(tmp_path, capsys):
+    """A second `train_dpo.py` into a finished run's --output-dir (no --resume) would replace its
+    metrics.csv in silence: refused, naming what is there; --resume or --overwrite say what is meant."""
+    script = load_script_module()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("step,loss\n1,0.69\n")
+    base = ["--model", str(tmp_path), "--data", str(tmp_path / "pairs.jsonl"), "--output-dir", str(out)]
+    with pytest.raises(SystemExit) as stop:
+        script.parse_args(base)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not empty (metrics.csv)" in err and "--resume" in err and "--overwrite" in err
+    assert script.parse_args([*base, "--resume"]).resume and script.parse_args([*base, "--overwrite"]).overwrite
+    with pytest.raises(SystemExit):
+        script.parse_args([*base, "--resume", "--overwrite"])
+    assert "give one of them" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit):
+        script.parse_args([*base[:-1], str(tmp_path / "afile")])
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (out / "metrics.csv").read_text() == "step,loss\n1,0.69\n"  # untouched
+    assert script.parse_args([*base[:-1], str(tmp_path / "new")]).output_dir == str(tmp_path / "new")

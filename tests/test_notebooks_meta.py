@@ -230,6 +230,91 @@ def test_sync_keeps_outputs_and_cell_ids(tmp_path):
     assert any(c.get("outputs") for c in after.cells), "the copied notebook had outputs to keep"
 
 
+def _pair_in(tmp_path):
+    """Notebook 03 and its source, copied into tmp_path (notebooks/ and notebooks/src/), synced once."""
+    out = tmp_path / "notebooks"
+    (out / "src").mkdir(parents=True)
+    name = "03_deriving_dpo"
+    shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", out / f"{name}.ipynb")
+    shutil.copy(ROOT / "notebooks" / "src" / f"{name}.py", out / "src" / f"{name}.py")
+    state = out / "src" / ".sync_state.json"
+    build_notebooks.sync(out / "src" / f"{name}.py", out=out, state_path=state)
+    return out / f"{name}.ipynb", out / "src" / f"{name}.py", state
+
+
+def _edit_notebook(path, marker):
+    nb = nbformat.read(path, as_version=4)
+    i = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and i > 2)
+    nb.cells[i].source += f"\n# {marker}"
+    nbformat.write(nb, path)
+    return i
+
+
+def _edit_source(src, marker):
+    import jupytext
+
+    text = jupytext.read(src)
+    i = next(i for i, c in enumerate(text.cells) if c.cell_type == "markdown" and i > 0)
+    text.cells[i].source += f"\n\n{marker}"
+    jupytext.write(text, src, fmt="py:percent")
+    return i
+
+
+def test_a_notebook_edit_survives_a_resaved_source(tmp_path):
+    """The case that lost work: edit the .ipynb in Jupyter, then an editor re-saves the *unchanged*
+    source (newer mtime). The sync keeps the notebook's edit, in both files."""
+    nb_path, src, state = _pair_in(tmp_path)
+    i = _edit_notebook(nb_path, "my notebook edit")
+    src.write_text(src.read_text())  # re-saved, not changed: newer than the notebook
+    os.utime(src, (nb_path.stat().st_mtime + 10,) * 2)
+    build_notebooks.sync(src, out=nb_path.parent, state_path=state)
+    assert nbformat.read(nb_path, as_version=4).cells[i].source.endswith("# my notebook edit")
+    assert "# my notebook edit" in src.read_text()
+
+
+def test_a_source_edit_wins_even_when_the_notebook_is_newer(tmp_path):
+    nb_path, src, state = _pair_in(tmp_path)
+    outputs = [c.get("outputs") for c in nbformat.read(nb_path, as_version=4).cells]
+    i = _edit_source(src, "A typo fixed.")
+    os.utime(nb_path, (src.stat().st_mtime + 10,) * 2)  # the notebook merely opened and saved later
+    build_notebooks.sync(src, out=nb_path.parent, state_path=state)
+    after = nbformat.read(nb_path, as_version=4)
+    assert after.cells[i].source.endswith("A typo fixed.")
+    assert [c.get("outputs") for c in after.cells] == outputs
+
+
+def test_edits_on_both_sides_stop_the_sync_and_lose_nothing(tmp_path):
+    nb_path, src, state = _pair_in(tmp_path)
+    _edit_notebook(nb_path, "edit in the notebook")
+    _edit_source(src, "edit in the source")
+    nb_before, src_before = nb_path.read_text(), src.read_text()
+    with pytest.raises(build_notebooks.SyncConflict, match="both changed since their last sync.*--prefer"):
+        build_notebooks.sync(src, out=nb_path.parent, state_path=state)
+    assert nb_path.read_text() == nb_before and src.read_text() == src_before  # neither file touched
+    build_notebooks.sync(src, out=nb_path.parent, state_path=state, prefer="src")  # the user's explicit choice
+    cells = nbformat.read(nb_path, as_version=4).cells
+    assert any("edit in the source" in c.source for c in cells)
+    assert not any("edit in the notebook" in c.source for c in cells)
+
+
+def test_a_notebook_without_a_source_is_found(tmp_path):
+    """`build_notebooks.py` names an unpaired notebook (and exits 1) instead of skipping it in silence."""
+    nb_path, src, _ = _pair_in(tmp_path)
+    nbformat.write(nbformat.v4.new_notebook(), nb_path.parent / "09_my_extension.ipynb")
+    assert build_notebooks.unpaired(nb_path.parent, src.parent) == [nb_path.parent / "09_my_extension.ipynb"]
+
+
+def test_every_committed_pair_has_its_sync_recorded():
+    """The record the sync decides by ships with the course, one digest per pair, matching both files."""
+    import jupytext
+
+    state = json.loads(build_notebooks.STATE.read_text(encoding="utf-8"))
+    for src in sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py")):
+        assert state.get(src.stem) == build_notebooks.inputs_digest(jupytext.read(src).cells), src.name
+        nb = nbformat.read(ROOT / "notebooks" / f"{src.stem}.ipynb", as_version=4)
+        assert state[src.stem] == build_notebooks.inputs_digest(nb.cells), src.name
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_solutions_are_hidden_in_jupyterlab_and_colab(path):
     """Every exercise's solution (the code cell after a "**Solution" Markdown cell) is collapsed in

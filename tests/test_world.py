@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import socket
 import threading
 import time
@@ -313,13 +314,13 @@ def test_a_saved_world_restores_into_a_fresh_cache_and_only_its_own(small_world,
     """save_world -> a fresh runtime's empty cache -> restore_saved_world: the SFT model is back
     (its spec checked), nothing is rebuilt; a world of other settings takes nothing from it."""
     from helpers.profiles import WORLD_SIZES
-    from helpers.world import restore_saved_world, save_world, stage_is_current, tiny_world
+    from helpers.world import restore_saved_world, save_world, saved_world_dir, stage_is_current, tiny_world
 
     def same_world_at(root, **changes):
         return tiny_world(root, **{**{k: getattr(small_world, k) for k in WORLD_SIZES["tiny"]}, **changes})
 
     saved = save_world(small_world, tmp_path / "drive")
-    assert "sft" in saved and (tmp_path / "drive" / "tiny" / "sft" / "spec.json").exists()
+    assert "sft" in saved and (saved_world_dir(small_world, tmp_path / "drive") / "sft" / "spec.json").exists()
     fresh = same_world_at(tmp_path / "fresh_runtime")
     assert not stage_is_current(fresh, fresh.sft_dir, "sft model")
     restored = restore_saved_world(fresh, tmp_path / "drive")
@@ -328,3 +329,55 @@ def test_a_saved_world_restores_into_a_fresh_cache_and_only_its_own(small_world,
     other = same_world_at(tmp_path / "other", sft_steps=small_world.sft_steps + 1)
     assert restore_saved_world(other, tmp_path / "drive") == []
     assert not stage_is_current(other, other.sft_dir, "sft model")
+
+
+def test_saves_of_two_worlds_share_a_folder_and_every_wrong_pointer_says_why(small_world, tmp_path, monkeypatch,
+                                                                           capsys):
+    """Two worlds of other settings saved to one folder keep both saves (the second used to delete the
+    first); DPO_SAVED_WORLD may point at the folder, at the path save_world printed, or at the save;
+    a missing folder, a folder of other worlds and a cut spec.json are named, never a silent no-op."""
+    from helpers.profiles import WORLD_SIZES
+    from helpers.world import (SAVED_WORLD_ENV, restore_saved_world, save_world, saved_world_dir,
+                               stage_is_current, tiny_world, world_fingerprint)
+
+    def same_world_at(root, **changes):
+        return tiny_world(root, **{**{k: getattr(small_world, k) for k in WORLD_SIZES["tiny"]}, **changes})
+
+    drive = tmp_path / "drive"
+    other_src = same_world_at(tmp_path / "other_src", sft_steps=small_world.sft_steps + 1)
+    shutil.copytree(small_world.sft_dir, other_src.sft_dir)  # a built SFT model of other settings
+    spec = json.loads((Path(small_world.sft_dir) / "spec.json").read_text())
+    spec["world"] = W.world_spec(other_src)
+    (Path(other_src.sft_dir) / "spec.json").write_text(json.dumps(spec))
+    from helpers.cache import build_artifact, file_fingerprint
+
+    weights = next(Path(other_src.sft_dir).glob("*.safetensors"))
+    run_spec = {"artifact": "dpo run", "config": {"beta": 0.1}, "sft": file_fingerprint(weights), "pairs": "x", "n": 1}
+    build_artifact(Path(other_src.root) / "dpo" / "beta0.1-abc", run_spec,
+                   lambda tmp: (tmp / "metrics.csv").write_text("step,loss\n1,0.69\n"))
+    save_world(small_world, drive)
+    assert "dpo/beta0.1-abc" in save_world(other_src, drive)  # its DPO runs travel with it
+    assert (saved_world_dir(small_world, drive) / "sft" / "spec.json").exists()  # the first save is still there
+    assert (saved_world_dir(other_src, drive) / "sft" / "spec.json").exists()
+    capsys.readouterr()
+    for pointer in (drive, drive / "tiny", saved_world_dir(small_world, drive)):
+        fresh = same_world_at(tmp_path / f"fresh{len(pointer.parts)}")
+        monkeypatch.setenv(SAVED_WORLD_ENV, str(pointer))
+        assert "sft" in restore_saved_world(fresh), pointer
+        assert stage_is_current(fresh, fresh.sft_dir, "sft model")
+    again = same_world_at(tmp_path / "other_again", sft_steps=small_world.sft_steps + 1)
+    assert {"sft", "dpo/beta0.1-abc"} <= set(restore_saved_world(again, drive))
+    assert (Path(again.root) / "dpo" / "beta0.1-abc" / "metrics.csv").read_text() == "step,loss\n1,0.69\n"
+    monkeypatch.setenv(SAVED_WORLD_ENV, str(tmp_path / "no_such_folder"))
+    assert restore_saved_world(same_world_at(tmp_path / "f4")) == []
+    assert "does not exist" in capsys.readouterr().out
+    third = same_world_at(tmp_path / "third", sft_steps=small_world.sft_steps + 2)
+    monkeypatch.setenv(SAVED_WORLD_ENV, str(drive))
+    assert restore_saved_world(third) == []
+    out = capsys.readouterr().out
+    assert f"holds no save of this tiny world {world_fingerprint(third)}" in out
+    assert world_fingerprint(small_world) in out and world_fingerprint(other_src) in out
+    (saved_world_dir(small_world, drive) / "sft" / "spec.json").write_text('{"stage": "sft mod')  # a cut copy
+    restored = restore_saved_world(same_world_at(tmp_path / "f5"))
+    assert "sft" not in restored and "tokenizer" in restored  # the damaged one named, the others restored
+    assert "sft/spec.json: its spec.json cannot be read (cut or damaged)" in capsys.readouterr().out

@@ -191,7 +191,8 @@ plt.show()
 # NBVAL_CHECK_OUTPUT
 for z in (torch.tensor([1000.0, 1001.0, 1002.0]), torch.tensor([0.0, -1000.0])):
     naive = torch.log(torch.exp(z) / torch.exp(z).sum())
-    print(f"z = {z.tolist()}: literal {naive.tolist()}, log(softmax) {torch.log(torch.softmax(z, -1)).tolist()}")
+    log_of_softmax = torch.log(torch.softmax(z, -1))
+    print(f"z = {z.tolist()}: literal {naive.tolist()}, log(softmax) {[round(v, 4) for v in log_of_softmax.tolist()]}")
 
 # %% [markdown]
 # $e^{1000}$ overflows to `inf`; $e^{-1000}$ underflows to 0, and $\log 0=-\infty$ although the true

@@ -420,7 +420,8 @@ for name, vocab in [(f"tiny profile (V = {tiny_vocab:,})", tiny_vocab), ("GPT-2 
 # from $n$ samples $y\sim\pi^*$ (the KL as the average of $\log\pi^*(y)-\log\pi_{\mathrm{ref}}(y)$). The
 # estimates approach the exact sums at the Monte-Carlo rate $1/\sqrt n$ — that noise is what RL has to live with.
 # Each estimate is printed with its standard error (notebook 00's Exercise 3), and how many SEs it
-# lands from the exact value.
+# lands from the exact value. (The two columns' errors move together: at $\pi^*$ the log-ratio
+# $\log\frac{\pi^*}{\pi_{\mathrm{ref}}} = r/\beta - \log Z$ is the reward, rescaled and shifted.)
 
 # %%
 # NBVAL_CHECK_OUTPUT

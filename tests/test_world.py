@@ -337,8 +337,15 @@ def test_saves_of_two_worlds_share_a_folder_and_every_wrong_pointer_says_why(sma
     first); DPO_SAVED_WORLD may point at the folder, at the path save_world printed, or at the save;
     a missing folder, a folder of other worlds and a cut spec.json are named, never a silent no-op."""
     from helpers.profiles import WORLD_SIZES
-    from helpers.world import (SAVED_WORLD_ENV, restore_saved_world, save_world, saved_world_dir,
-                               stage_is_current, tiny_world, world_fingerprint)
+    from helpers.world import (
+        SAVED_WORLD_ENV,
+        restore_saved_world,
+        save_world,
+        saved_world_dir,
+        stage_is_current,
+        tiny_world,
+        world_fingerprint,
+    )
 
     def same_world_at(root, **changes):
         return tiny_world(root, **{**{k: getattr(small_world, k) for k in WORLD_SIZES["tiny"]}, **changes})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 from helpers.pairs import get_preference_pairs, load_pairs_stats
@@ -148,11 +149,16 @@ def main(argv=None) -> None:
                         help="build: every missing stage (and print timings); download: fetch (online) or check "
                              "(offline) everything the profile loads from the hub; report: a world's numbers as JSON")
     parser.add_argument("--profile", choices=["tiny", "gpt2"], default=None,
-                        help="the world (default: tiny, or gpt2 for download)")
+                        help="the world (default: $DPO_PROFILE when set, else tiny -- gpt2 for download)")
     parser.add_argument("--force", action="store_true", help="rebuild every stage from nothing")
     parser.add_argument("--no-pairs", action="store_true", help="stop after the SFT model")
     args = parser.parse_args(argv)
-    profile = args.profile or ("gpt2" if args.command == "download" else "tiny")
+    from_env = os.environ.get("DPO_PROFILE", "").strip().lower() or None
+    if args.profile is None and from_env not in (None, "tiny", "gpt2", "auto"):
+        parser.error(f"DPO_PROFILE={from_env}: not a profile (tiny or gpt2); unset it or pass --profile")
+    if from_env == "auto":
+        from_env = None
+    profile = args.profile or from_env or ("gpt2" if args.command == "download" else "tiny")
     if profile == "tiny":
         set_hub_offline()
     world = get_world(profile)

@@ -31,14 +31,37 @@ def cache_dir() -> Path:
     """Where built artifacts (tokenizer, SFT model, pairs) live: ``$DPO_CACHE`` or ``<repo>/artifacts``.
 
     Always absolute: a missing *relative* path given to ``from_pretrained`` is taken for a hub id
-    and retried for ~23 s before failing.
+    and retried for ~23 s before failing. A relative ``$DPO_CACHE`` is taken relative to the
+    repository, not to the working directory: the build (run from the repository) and Jupyter
+    (running in ``notebooks/``) must find one cache, not two.
     """
     value = os.environ.get("DPO_CACHE")
     if value is not None and not value.strip():
         # Path("") is the current directory: the cache would land wherever the notebook runs
         raise ValueError("DPO_CACHE is set but empty; unset it (default <repo>/artifacts) or give a folder")
-    path = Path(value if value is not None else REPO_ROOT / "artifacts").expanduser().resolve()
+    path = Path(value).expanduser() if value is not None else REPO_ROOT / "artifacts"
+    path = (path if path.is_absolute() else REPO_ROOT / path).resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"DPO_CACHE={value} is a file, not a folder: point it at a folder (or unset it: "
+                         f"default {REPO_ROOT / 'artifacts'})")
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """``path`` checked as a file a long script will write at its end -- checked *before* the work:
+    not an existing folder, and its folder exists (made here) and is a folder.
+
+    Raises:
+        ValueError: naming ``flag`` and the path.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: a folder; give the path of the JSON file to write, e.g. {path / 'results.json'}")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
+    parent.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -232,7 +232,7 @@ def collate_preferences(examples: list[dict], pad_token_id: int) -> dict:
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def load_preference_file(path) -> list[dict]:
+def load_preference_file(path, on_invalid: str = "raise") -> list[dict]:
     """Preference records from a ``.jsonl`` file (one JSON object per line) or a ``.json`` file (a
     list of objects), every problem reported by file, line and field -- never a library traceback.
 
@@ -240,28 +240,42 @@ def load_preference_file(path) -> list[dict]:
     the byte); every line (``.jsonl``) or the whole file (``.json``) is JSON; every record has
     string ``prompt``/``chosen``/``rejected`` fields that are valid Unicode, non-empty and differ
     (``validate_preference_records``). Blank lines in a ``.jsonl`` file are skipped (a trailing
-    newline is common); nothing else is.
+    newline is common), and so is a UTF-8 byte-order mark at the start (Notepad and Excel write one);
+    nothing else is.
 
+    Args:
+        on_invalid: ``"raise"`` (the first bad line or record stops the load, named) or ``"drop"``
+            (every bad line or record is left out, and the count and the first few are printed).
     Raises:
         ValueError: ``"<file> line <n>: <what>"`` (or ``"<file>: <what>"``).
     """
+    import codecs
     import json
     from pathlib import Path
 
+    if on_invalid not in ("raise", "drop"):
+        raise ValueError(f"on_invalid must be 'raise' or 'drop', got {on_invalid!r}")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     raw = path.read_bytes()
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = raw.decode("utf-8")
+        text = raw[bom:].decode("utf-8")
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise ValueError(f"{path} line {line}: not UTF-8 text (byte {raw[err.start]:#04x} at offset "
-                         f"{err.start}); save the file as UTF-8") from None
+        line = raw[: bom + err.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line}: not UTF-8 text (byte {raw[bom + err.start]:#04x} at offset "
+                         f"{bom + err.start}); save the file as UTF-8") from None
     if not text.strip():
         raise ValueError(f"{path}: the file is empty (expected preference records "
                          f'{{"prompt": ..., "chosen": ..., "rejected": ...}})')
-    records, lines = [], []
+    records, lines, dropped = [], [], []
+
+    def bad(message: str) -> None:
+        if on_invalid == "raise":
+            raise ValueError(message)
+        dropped.append(message)
+
     if path.suffix == ".json":
         try:
             data = json.loads(text)
@@ -279,12 +293,19 @@ def load_preference_file(path) -> list[dict]:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
                 hint = " (the last line is cut short?)" if n == len(text.splitlines()) else ""
-                raise ValueError(f"{path} line {n}: not JSON ({err.msg}, column {err.colno}){hint}; each line "
-                                 f"must be one record {{\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}}") from None
+                bad(f"{path} line {n}: not JSON ({err.msg}, column {err.colno}){hint}; each line "
+                    f"must be one record {{\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}}")
+                continue
             lines.append(n)
+    kept = []
     for i, record in enumerate(records):
         problem = _record_problem(i, record)
         if problem is not None:
             where = f"line {lines[i]} " if lines[i] is not None else ""
-            raise ValueError(f"{path} {where}({problem})")
-    return records
+            bad(f"{path} {where}({problem})")
+            continue
+        kept.append(record)
+    if dropped:
+        print(f"{path}: dropped {len(dropped)} invalid lines or records (--on-invalid drop), kept {len(kept)}; "
+              "first: " + " | ".join(dropped[:3]))
+    return kept

@@ -32,6 +32,7 @@ import numpy as np
 
 from helpers.cache import artifact_path, build_artifact, is_built
 from helpers.evaluate import sample_policy
+from helpers.profiles import scale
 
 COLUMNS = ("prompt", "chosen", "rejected", "chosen_reward", "rejected_reward")
 ENDED_COLUMNS = ("chosen_ended", "rejected_ended")  # only where truncated samples are kept
@@ -192,6 +193,12 @@ def get_preference_pairs(world, n_prompts: int | None = None, k: int | None = No
                 model, tokenizer, prompts, get_reward_fn(world, device=dev), k=k,
                 max_new_tokens=world.max_new_tokens, seed=seed, drop_truncated=world.pairs_drop_truncated,
                 progress=progress)
+        if stats["n_pairs"] == 0:  # never cached as a finished build: every later step would fail on it
+            raise ValueError(
+                f"the {world.profile} world's SFT model ({world.sft_steps} steps) gave 0 preference pairs from "
+                f"{stats['n_samples']} samples ({k} per prompt: {stats['n_ties']} tied pairs, {stats['n_empty']} empty "
+                f"and {stats['n_truncated']} cut responses): its responses are all alike. Train it longer (under "
+                f"DPO_SCALE={scale()}, unset DPO_SCALE) or sample more per prompt (k).")
         dataset.save_to_disk(str(tmp / "dataset"))
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
 

@@ -235,10 +235,14 @@ def dpo_sizes(profile: str) -> dict:
 
 def _parse_probe(spec: str) -> tuple[str, str, int]:
     """``"host:port"`` (TLS, like the hub) or ``"http://host:port"`` (plain HTTP, for tests)."""
+    given = spec
     scheme = "https"
     if "://" in spec:
         scheme, spec = spec.split("://", 1)
     host, _, port = spec.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"DPO_HUB_PROBE={given!r}: expected host:port (e.g. huggingface.co:443) or "
+                         "http://host:port")
     return scheme, host, int(port)
 
 

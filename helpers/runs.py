@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.cache import artifact_path, build_artifact, file_fingerprint, is_built, records_fingerprint
+from helpers.cache import (
+    artifact_path,
+    artifact_problems,
+    build_artifact,
+    file_fingerprint,
+    is_built,
+    records_fingerprint,
+)
 from helpers.data import pad_token_id_of, tokenize_preferences
 from helpers.implicit import bon_kl_bound, expected_best_of_n
 from helpers.optimum import optimum_frontier
@@ -112,6 +119,10 @@ def load_or_train_dpo(world, config, train_pairs, tokenizer=None, ref_model=None
 
     if not is_built(run_dir, spec):
         build_artifact(run_dir, spec, train)
+    damaged = artifact_problems(run_dir, digests=True)  # a flipped byte must not load in silence
+    if damaged:
+        print(f"the cached DPO run {run_dir.name} is damaged ({'; '.join(damaged)}): training it again")
+        build_artifact(run_dir, spec, train, force=True)
     shutil.rmtree(resume_dir, ignore_errors=True)  # finished: the resume state has no more use
     policy = AutoModelForCausalLM.from_pretrained(run_dir).to(device)
     policy.eval()

@@ -44,7 +44,7 @@ import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from helpers.cache import build_artifact, fingerprint, is_built
+from helpers.cache import artifact_problems, build_artifact, fingerprint, is_built
 from helpers.config import cache_dir, torch_threads
 from helpers.profiles import SFT_EVAL_SIZES, choose_profile, sizes, world_sizes
 from helpers.rewards import DEFAULT_CLASSIFIER, RewardFn, make_reward_fn
@@ -147,26 +147,40 @@ def default_root(profile: str) -> Path:
     return cache_dir() / (profile if scale() == "full" else f"{profile}-{scale()}")
 
 
+def _own_root(profile: str, root, defaults: World, overrides: dict) -> Path:
+    """Where a world lives: ``root`` when given; at the default cache, ``<profile>`` -- or, for a world
+    whose settings differ from its profile's, ``<profile>-<fingerprint of the changes>``: a
+    ``get_world(sft_steps=2)`` must never replace the default world's SFT model at ``<profile>/sft``."""
+    if root is not None:
+        return Path(root).expanduser().resolve()
+    changed = {k: v for k, v in sorted(overrides.items()) if getattr(defaults, k) != v}
+    fixed = default_root(profile).expanduser().resolve()
+    return fixed.with_name(f"{fixed.name}-{fingerprint(changed)}") if changed else fixed
+
+
 def tiny_world(root: str | os.PathLike | None = None, **overrides) -> World:
-    """The offline world. ``root`` defaults to ``cache_dir()/"tiny"``; tests pass a temporary folder
-    and smaller sizes (``n_reviews=2000, sft_steps=20``)."""
-    root_path = Path(root) if root is not None else default_root("tiny")
-    root_path = root_path.expanduser().resolve()
-    corpus = root_path / "corpus"
-    world = World(
-        profile="tiny",
-        root=str(root_path),
-        base_model=str(root_path / "base"),
-        tokenizer_name=str(root_path / "tokenizer"),
-        dataset_name="json",
-        data_files={s: str(corpus / f"{s}.jsonl") for s in ("train", "prefs", "test")},
-        sft_split="train",
-        pairs_split="prefs",
-        eval_split="test",
-        reward="vader",
-        **world_sizes("tiny"),
-    )
-    return replace(world, **overrides)
+    """The offline world. ``root`` defaults to ``cache_dir()/"tiny"`` (a folder of its own when
+    ``overrides`` change a setting); tests pass a temporary folder and smaller sizes
+    (``n_reviews=2000, sft_steps=20``)."""
+
+    def at(root_path: Path) -> World:
+        corpus = root_path / "corpus"
+        return World(
+            profile="tiny",
+            root=str(root_path),
+            base_model=str(root_path / "base"),
+            tokenizer_name=str(root_path / "tokenizer"),
+            dataset_name="json",
+            data_files={s: str(corpus / f"{s}.jsonl") for s in ("train", "prefs", "test")},
+            sft_split="train",
+            pairs_split="prefs",
+            eval_split="test",
+            reward="vader",
+            **world_sizes("tiny"),
+        )
+
+    defaults = at(default_root("tiny").expanduser().resolve())
+    return replace(at(_own_root("tiny", root, defaults, overrides)), **overrides)
 
 
 def gpt2_world(root: str | os.PathLike | None = None, reward: str = DEFAULT_CLASSIFIER,
@@ -174,21 +188,25 @@ def gpt2_world(root: str | os.PathLike | None = None, reward: str = DEFAULT_CLAS
     """GPT-2 (124 M) + IMDb + a sentiment classifier. SFT on IMDb ``train`` reviews (cut to 128
     tokens), pair prompts from ``unsupervised`` (50 k unlabelled reviews), evaluation prompts from
     ``test``."""
-    root_path = Path(root) if root is not None else default_root("gpt2")
-    world = World(
-        profile="gpt2",
-        root=str(root_path.expanduser().resolve()),
-        base_model="gpt2",
-        tokenizer_name="gpt2",
-        dataset_name="stanfordnlp/imdb",
-        data_files=None,
-        sft_split="train",
-        pairs_split="unsupervised",
-        eval_split="test",
-        reward=reward,
-        **world_sizes("gpt2"),
-    )
-    return replace(world, **overrides)
+
+    def at(root_path: Path) -> World:
+        return World(
+            profile="gpt2",
+            root=str(root_path),
+            base_model="gpt2",
+            tokenizer_name="gpt2",
+            dataset_name="stanfordnlp/imdb",
+            data_files=None,
+            sft_split="train",
+            pairs_split="unsupervised",
+            eval_split="test",
+            reward=DEFAULT_CLASSIFIER,
+            **world_sizes("gpt2"),
+        )
+
+    overrides = {"reward": reward, **overrides}
+    defaults = at(default_root("gpt2").expanduser().resolve())
+    return replace(at(_own_root("gpt2", root, defaults, overrides)), **overrides)
 
 
 def saved_results_world() -> World:
@@ -303,6 +321,11 @@ def _copy_artifacts(src_root: Path, dst_root: Path, world: World) -> list[str]:
         for rel, spec in found:
             src, dst = src_root / rel, dst_root / rel
             if is_built(dst, spec):
+                continue
+            broken = artifact_problems(src, digests=True)
+            if broken:  # a half-copied save, a flipped byte: never taken for the artifact
+                if attempt == 0:
+                    print(f"skipped {src}: " + "; ".join(broken) + " -- that artifact is not copied")
                 continue
 
             def copy(tmp: Path, src=src) -> None:
@@ -435,7 +458,22 @@ def load_world_results(path: str | os.PathLike, world: World, rebuild: str) -> d
     Raises:
         ValueError: the file was made on another world (both fingerprints and ``rebuild`` in the message).
     """
-    results = json.loads(Path(path).read_text())
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror}); make it with `{rebuild}`") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text, not the JSON `{rebuild}` writes") from None
+    try:
+        results = json.loads(text)
+    except ValueError as exc:
+        conflict = any(line.startswith(("<<<<<<<", ">>>>>>>")) for line in text.splitlines())
+        raise ValueError(f"{path}: not JSON ({exc})" + (
+            ": it holds git conflict markers (<<<<<<< ... >>>>>>>) -- take one side, e.g. "
+            f"`git checkout --theirs {path}` or `git checkout --ours {path}`, or remake it with `{rebuild}`"
+            if conflict else f"; remake it with `{rebuild}`")) from None
+    if not isinstance(results, dict):
+        raise ValueError(f"{path}: expected a JSON object of results; remake it with `{rebuild}`")
     mine = world_fingerprint(world)
     if results.get("world_fingerprint") != mine:
         raise ValueError(f"{Path(path).name} was made on another world (fingerprint "
@@ -653,6 +691,10 @@ def load_sft_model(world: World, device=None):
     from transformers import AutoModelForCausalLM
 
     build_sft_model(world)
+    damaged = artifact_problems(world.sft_dir, digests=True)  # a flipped byte must not load in silence
+    if damaged:
+        print(f"the SFT model in the cache is damaged ({'; '.join(damaged)}): rebuilding it")
+        build_sft_model(world, force=True)
     model = AutoModelForCausalLM.from_pretrained(world.sft_dir)
     model.eval()
     return model.to(device) if device is not None else model

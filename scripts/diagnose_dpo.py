@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from helpers.cache import artifact_path, build_artifact, fingerprint, records_fingerprint
-from helpers.config import seed_everything
+from helpers.config import output_file, seed_everything
 from helpers.evaluate import evaluate_policy, length_controlled_reward, length_slope, sample_policy
 from helpers.implicit import pair_implicit_rewards, ranking_accuracy
 from helpers.optimum import fraction_of_optimum, optimum_frontier
@@ -131,6 +131,10 @@ def main() -> None:
     s = QUICK if args.quick else SIZES
     out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "dpo_diagnosis_quick.json" if args.quick
                                            else DEFAULT_OUT)
+    try:
+        out = output_file(out)  # a folder or an unwritable place is refused now, not after the work
+    except ValueError as err:
+        ap.error(str(err))
     torch.set_num_threads(1)  # the course's thread policy for tiny models (helpers.config.torch_threads)
     seed_everything(0)
     t_start = time.perf_counter()

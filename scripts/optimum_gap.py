@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from helpers.cache import artifact_path, build_artifact, fingerprint, is_built  # noqa: E402
-from helpers.config import seed_everything  # noqa: E402
+from helpers.config import output_file, seed_everything  # noqa: E402
 from helpers.evaluate import evaluate_policy, sample_policy, score_responses  # noqa: E402
 from helpers.implicit import calibration_slope  # noqa: E402
 from helpers.optimum import fraction_of_optimum_bound, optimum_frontier  # noqa: E402
@@ -282,6 +282,10 @@ def main() -> None:
         return
     out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "optimum_gap_quick.json" if args.quick
                                            else DEFAULT_OUT)
+    try:
+        out = output_file(out)  # a folder or an unwritable place is refused now, not after the work
+    except ValueError as err:
+        ap.error(str(err))
     t_start = time.perf_counter()
     world = tiny_world()
     world_fp = world_fingerprint(world)

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from helpers import reward_model as rm_mod  # noqa: E402
 from helpers import rlhf  # noqa: E402
 from helpers.cache import artifact_path, build_artifact, fingerprint, is_built  # noqa: E402
-from helpers.config import cache_dir, get_device, seed_everything  # noqa: E402
+from helpers.config import cache_dir, get_device, output_file, seed_everything  # noqa: E402
 from helpers.world import world_fingerprint  # noqa: E402
 
 DEFAULT_OUT = ROOT / "data" / "frontier.json"
@@ -385,6 +385,10 @@ def main() -> None:
         return
     out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "frontier_quick.json" if args.quick
                                            else default_out(args.profile))
+    try:
+        out = output_file(out)  # a folder or an unwritable place is refused now, not after the work
+    except ValueError as err:
+        ap.error(str(err))
     previous = json.loads(out.read_text()) if out.exists() else {}
     if previous.get("world_fingerprint") != world_fingerprint(sweep_world(s)):
         previous = {}  # results of another world are never merged into this one's

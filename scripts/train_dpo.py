@@ -128,7 +128,31 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, name) is None:
             p.error(f"--{name} is required (or give --profile)")
     _check_output_dir(p, args)
+    _check_model_paths(p, args)
     return args
+
+
+def _check_model_paths(p: argparse.ArgumentParser, args) -> None:
+    """A model that cannot be found is named here, before anything loads: a missing folder (which
+    ``from_pretrained`` would take for a hub id, and wait for the hub), or, offline, a hub id that
+    is not in the cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    for flag, value, probe in (("--model", args.model, "config.json"), ("--ref-model", args.ref_model, "config.json"),
+                               ("--tokenizer", args.tokenizer, "tokenizer_config.json")):
+        if not value:
+            continue
+        local = Path(value).expanduser()
+        if local.is_dir():
+            continue
+        if local.exists():
+            p.error(f"{flag} {value}: a file; give the folder that holds the model (config.json and weights)")
+        if value.startswith((".", "/", "~")) or local.is_absolute():
+            p.error(f"{flag} {value}: no such folder")
+        if offline and not isinstance(try_to_load_from_cache(value, probe), str):
+            p.error(f"{flag} {value}: not a local folder, and not in the hub cache while HF_HUB_OFFLINE=1 "
+                    f"(download it once online, or give the folder of a saved model)")
 
 
 def _check_output_dir(p: argparse.ArgumentParser, args) -> None:
@@ -199,21 +223,24 @@ def config_from_args(args) -> DPOConfig:
         disable_dropout=not args.keep_dropout)
 
 
-def load_records(spec: str, split: str = "train"):
+def load_records(spec: str, split: str = "train", on_invalid: str = "raise"):
     """Preference records from a JSON/JSONL file, a ``save_to_disk`` folder, a folder of JSON files,
-    or a hub dataset name."""
+    or a hub dataset name (``on_invalid`` as ``--on-invalid``, for the files)."""
     import datasets
 
     path = Path(spec).expanduser()
     if path.is_file():
-        return load_preference_file(path)  # errors name the file, line and field
+        return load_preference_file(path, on_invalid)  # errors name the file, line and field
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "state.json").exists() or (path / "dataset_dict.json").exists():
             loaded = datasets.load_from_disk(str(path.resolve()))
+            if isinstance(loaded, datasets.DatasetDict) and split not in loaded:
+                raise ValueError(f"--data {spec}: no split {split!r} (its splits: {', '.join(loaded)}); "
+                                 "choose one with --split")
             return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
         files = sorted(path.glob("*.json*"))
         if files:
-            return [record for f in files for record in load_preference_file(f)]
+            return [record for f in files for record in load_preference_file(f, on_invalid)]
         raise ValueError(f"--data {spec}: no dataset in this folder (no save_to_disk files, no .json/.jsonl)")
     if spec.startswith((".", "/", "~")) or spec.endswith((".json", ".jsonl", ".csv")):
         raise ValueError(f"--data {spec}: no such file or folder")
@@ -263,7 +290,7 @@ def main(argv=None) -> list[dict]:
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
     pad_token_id = pad_token_id_of(tokenizer)
-    records = load_records(args.data, args.split)
+    records = load_records(args.data, args.split, args.on_invalid)
     stats = {}
     examples = tokenize_preferences(records, tokenizer, config.max_length, config.max_prompt_length,
                                     on_invalid=args.on_invalid, stats=stats)

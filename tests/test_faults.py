@@ -564,3 +564,149 @@ def test_a_finished_run_is_not_replaced_by_a_second_run(tmp_path, capsys):
     assert "is a file, not a folder" in capsys.readouterr().err
     assert (out / "metrics.csv").read_text() == "step,loss\n1,0.69\n"  # untouched
     assert script.parse_args([*base[:-1], str(tmp_path / "new")]).output_dir == str(tmp_path / "new")
+
+
+def test_one_cache_wherever_python_runs_and_a_file_is_not_a_cache(tmp_path, monkeypatch):
+    """A relative DPO_CACHE resolved against the working directory: the build (repository root) and
+    Jupyter (notebooks/) used two caches. It is relative to the repository now; a file is refused."""
+    from helpers.config import REPO_ROOT, cache_dir
+
+    monkeypatch.setenv("DPO_CACHE", "artifacts")
+    here = cache_dir()
+    monkeypatch.chdir(REPO_ROOT / "notebooks")
+    assert cache_dir() == here == (REPO_ROOT / "artifacts").resolve()
+    (tmp_path / "a_file").write_text("x")
+    monkeypatch.setenv("DPO_CACHE", str(tmp_path / "a_file"))
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        cache_dir()
+
+
+def test_a_world_of_other_settings_never_replaces_the_default_one(tmp_path, monkeypatch):
+    """get_world(sft_steps=2) at the default cache built its SFT model into <cache>/tiny/sft, over the
+    default world's; a world of other settings gets <cache>/tiny-<fingerprint of the changes>."""
+    from helpers.world import get_world, tiny_world
+
+    monkeypatch.setenv("DPO_CACHE", str(tmp_path))
+    default = get_world("tiny")
+    other = get_world("tiny", sft_steps=2)
+    assert Path(default.root) == tmp_path / "tiny" and Path(default.sft_dir) == tmp_path / "tiny" / "sft"
+    assert Path(other.root).parent == tmp_path and Path(other.root).name.startswith("tiny-")
+    assert Path(other.sft_dir) == Path(other.root) / "sft" and other.sft_steps == 2
+    assert get_world("tiny", sft_steps=default.sft_steps).root == default.root  # no change: the same world
+    assert get_world("tiny", sft_steps=2).root == other.root  # the same change: the same folder
+    assert tiny_world(tmp_path / "mine", sft_steps=2).root == str(tmp_path / "mine")  # a root given is kept
+
+
+def test_a_build_that_makes_no_pairs_is_not_cached_as_finished(small_world):
+    """DPO_SCALE=smoke on the tiny profile: a 3-step SFT model wrote identical responses, 0 pairs were
+    cached as a finished build, and build/report/train_dpo.py failed later with IndexError. One
+    sample per prompt makes 0 pairs for certain: the build says why and caches nothing."""
+    from helpers.cache import is_built
+    from helpers.pairs import get_preference_pairs, pairs_path, pairs_spec
+
+    with pytest.raises(ValueError, match=r"gave 0 preference pairs from 4 samples \(1 per prompt"):
+        get_preference_pairs(small_world, n_prompts=4, k=1, progress=False)
+    assert not is_built(pairs_path(small_world, 4, 1, 0), pairs_spec(small_world, 4, 1, 0))
+
+
+def test_on_invalid_drop_works_for_json_files_and_a_bom_is_read(tmp_path, capsys):
+    """--on-invalid drop did nothing for .json/.jsonl (the loader raised on the first bad record
+    first); a UTF-8 byte-order mark (Notepad, Excel) was refused."""
+    good = [{"prompt": "a", "chosen": " b", "rejected": " c"}, {"prompt": "d", "chosen": " e", "rejected": " f"}]
+    lines = [json.dumps(good[0]), "{not json", json.dumps({"prompt": "x", "chosen": " y", "rejected": " y"}),
+             json.dumps(good[1])]
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")  # with a BOM
+    with pytest.raises(ValueError, match="line 2: not JSON"):
+        load_preference_file(jsonl)
+    assert load_preference_file(jsonl, on_invalid="drop") == good
+    out = capsys.readouterr().out
+    assert "dropped 2 invalid lines or records (--on-invalid drop), kept 2" in out and "line 2" in out
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(good[0]).encode())
+    assert load_preference_file(tmp_path / "bom.jsonl") == good[:1]
+    as_json = tmp_path / "pairs.json"
+    as_json.write_text(json.dumps([good[0], {"prompt": "p"}, good[1]]))
+    with pytest.raises(ValueError):
+        load_preference_file(as_json)
+    assert load_preference_file(as_json, on_invalid="drop") == good
+    script = load_script_module()
+    assert script.load_records(str(as_json), on_invalid="drop") == good
+
+
+def test_a_split_that_is_not_there_is_named(tmp_path):
+    import datasets
+
+    script = load_script_module()
+    rows = [{"prompt": "a", "chosen": " b", "rejected": " c"}]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(ValueError, match=r"no split 'test' \(its splits: train\)"):
+        script.load_records(str(tmp_path / "dd"), split="test")
+
+
+def test_a_model_that_is_not_there_is_named_before_anything_loads(tmp_path, monkeypatch, capsys):
+    """`train_dpo.py --model <a missing folder>` gave a traceback about repo ids (or waited for the
+    hub offline); now the flag and the path are named at once, exit 2."""
+    script = load_script_module()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = ["--data", str(tmp_path / "pairs.jsonl"), "--output-dir", str(tmp_path / "out")]
+    for model, words in ((str(tmp_path / "no_such_sft"), "no such folder"),
+                         ("./runs/sft", "no such folder"),
+                         ("someone/not-cached-model", "not a local folder, and not in the hub cache")):
+        with pytest.raises(SystemExit) as stop:
+            script.parse_args(["--model", model, *base])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--model {model}: {words}" in err, err
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(SystemExit):
+        script.parse_args(["--model", str(tmp_path / "weights.bin"), *base])
+    assert "a file; give the folder" in capsys.readouterr().err
+    assert script.parse_args(["--model", str(tmp_path), *base]).model == str(tmp_path)
+
+
+def test_bad_settings_end_in_a_named_error(tmp_path, monkeypatch):
+    """DPO_HUB_PROBE without a port; a results file with git conflict markers; DPO_PROFILE=gpt2 for
+    `python -m helpers.build` (it built tiny, exit 0) and a DPO_PROFILE that is no profile."""
+    from helpers import build as B
+    from helpers.profiles import probe_hub
+    from helpers.world import load_world_results, tiny_world
+
+    with pytest.raises(ValueError, match="DPO_HUB_PROBE='huggingface.co': expected host:port"):
+        probe_hub("huggingface.co")
+    conflicted = tmp_path / "frontier.json"
+    conflicted.write_text('{\n<<<<<<< HEAD\n "a": 1\n=======\n "a": 2\n>>>>>>> other\n}\n')
+    with pytest.raises(ValueError, match="git conflict markers .* `git checkout --theirs"):
+        load_world_results(conflicted, tiny_world(tmp_path / "w"), "python scripts/run_frontier.py")
+    monkeypatch.setenv("DPO_PROFILE", "tiny-ish")
+    with pytest.raises(SystemExit) as stop:
+        B.main(["report"])
+    assert stop.value.code == 2
+    seen = {}
+
+    def chosen(profile):  # stands in for the build itself: only which world it would build is asked
+        seen["profile"] = profile
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(B, "get_world", chosen)
+    monkeypatch.setenv("DPO_PROFILE", "GPT2")
+    with pytest.raises(RuntimeError, match="stop here"):
+        B.main(["build"])
+    assert seen["profile"] == "gpt2"
+
+
+@pytest.mark.parametrize("script", ["run_frontier.py", "optimum_gap.py", "diagnose_dpo.py"])
+def test_out_a_folder_is_refused_before_the_work(script, tmp_path):
+    """`--out <an existing folder>` failed only when the results were written, after the work."""
+    done = subprocess.run([sys.executable, str(Path(SCRIPT).parent / script), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2, done.stdout[-500:] + done.stderr[-1500:]
+    assert f"--out {tmp_path}: a folder; give the path of the JSON file" in done.stderr
+
+
+def test_output_file_makes_its_folder_and_refuses_a_file_as_folder(tmp_path):
+    from helpers.config import output_file
+
+    assert output_file(tmp_path / "new" / "r.json") == tmp_path / "new" / "r.json" and (tmp_path / "new").is_dir()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        output_file(tmp_path / "f" / "r.json")

@@ -194,6 +194,15 @@ def test_load_or_train_dpo_caches_the_run_and_keys_it(small_world):
     assert dpo_run_dir(small_world, config, pairs[:-1]) != run_dir
     assert dpo_run_dir(small_world, replace(config, eval_every=7), pairs) == run_dir  # bookkeeping only
     assert time.perf_counter() - start < 30
+    # a flipped byte in the cached run is found by its digest and the run trained again, the same
+    good = {k: v.clone() for k, v in policy.state_dict().items()}
+    weights = run_dir / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01
+    weights.write_bytes(bytes(data))
+    rebuilt, metrics_rebuilt = load_or_train_dpo(small_world, config, pairs, device="cpu", progress=False)
+    assert metrics_rebuilt == metrics
+    assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in good.items())
 
 
 def test_beta_sweep_and_best_of_n_curve(small_world):

@@ -384,7 +384,32 @@ def test_saves_of_two_worlds_share_a_folder_and_every_wrong_pointer_says_why(sma
     out = capsys.readouterr().out
     assert f"holds no save of this tiny world {world_fingerprint(third)}" in out
     assert world_fingerprint(small_world) in out and world_fingerprint(other_src) in out
+    saved_weights = next((saved_world_dir(small_world, drive) / "sft").glob("*.safetensors"))
+    with open(saved_weights, "r+b") as f:  # a half-copied save: the file is there, cut short
+        f.truncate(saved_weights.stat().st_size // 2)
+    restored = restore_saved_world(same_world_at(tmp_path / "f6"))
+    assert "sft" not in restored and "were written -- that artifact is not copied" in capsys.readouterr().out
     (saved_world_dir(small_world, drive) / "sft" / "spec.json").write_text('{"stage": "sft mod')  # a cut copy
     restored = restore_saved_world(same_world_at(tmp_path / "f5"))
     assert "sft" not in restored and "tokenizer" in restored  # the damaged one named, the others restored
     assert "sft/spec.json: its spec.json cannot be read (cut or damaged)" in capsys.readouterr().out
+
+
+def test_a_flipped_byte_in_the_sft_weights_is_found_and_rebuilt(small_world, tmp_path, capsys):
+    """The cache checked only spec.json: a damaged model.safetensors loaded in silence. Now the load
+    checks the digests the build recorded, names the file and rebuilds the same model."""
+    from conftest import SMALL_WORLD
+
+    from helpers.world import load_sft_model, stage_is_current, tiny_world
+
+    shutil.copytree(small_world.root, tmp_path / "copy", ignore=shutil.ignore_patterns("*.lock"))
+    world = tiny_world(tmp_path / "copy", **SMALL_WORLD)
+    assert stage_is_current(world, world.sft_dir, "sft model")  # the copy is the same world, built
+    weights = next(Path(world.sft_dir).glob("*.safetensors"))
+    good = {k: v.clone() for k, v in load_sft_model(world).state_dict().items()}  # not views of the file (mmap)
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x01  # inside the last tensor's data: the file still parses
+    weights.write_bytes(bytes(data))
+    model = load_sft_model(world)
+    assert "the SFT model in the cache is damaged" in capsys.readouterr().out
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in good.items())  # the same model, rebuilt

@@ -84,7 +84,7 @@ def plot_policies(policies: dict, responses, ax=None, title=None):
         ax.bar(np.arange(k) + (n - (len(policies) - 1) / 2) * width, _np(pi), width, label=name)
     ax.set_xticks(np.arange(k), responses)
     ax.set_xlabel("response y")
-    ax.set_ylabel("probability pi(y)")
+    ax.set_ylabel(r"probability $\pi(y)$")
     if title:
         ax.set_title(title)
     ax.legend()
@@ -126,11 +126,11 @@ def plot_objective_ascent(history, optimum: float, ax=None):
     """Objective J during gradient ascent, with the closed-form optimum J(pi*) as a line."""
     ax = _ax(ax)
     ax.plot(_np(history), label="gradient ascent")
-    ax.axhline(optimum, color="k", ls="--", lw=1, label="J(pi*) closed form")
+    ax.axhline(optimum, color="k", ls="--", lw=1, label=r"$J(\pi^*)$ closed form")
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlim(0, len(history))
     ax.set_xlabel("gradient step (linear to 10, then log scale)")
-    ax.set_ylabel("J = E[r] - beta KL (reward units)")
+    ax.set_ylabel(r"$J = \mathbb{E}[r] - \beta\,\mathrm{KL}$ (reward units)")
     ax.legend()
     return ax
 
@@ -171,7 +171,7 @@ def plot_convergence(n_pairs, errors, ax=None, title="DPO on sampled preferences
     """Error of the fitted policy against the number of preference pairs (log-log), with a 1/sqrt(n) guide."""
     ax = _ax(ax)
     n_pairs, errors = _np(n_pairs).astype(float), _np(errors)
-    ax.loglog(n_pairs, errors, "o-", label="max_y |pi_DPO(y) - pi*(y)|")
+    ax.loglog(n_pairs, errors, "o-", label=r"$\max_y |\pi_{\mathrm{DPO}}(y) - \pi^*(y)|$")
     guide = errors[0] * np.sqrt(n_pairs[0] / n_pairs)
     ax.loglog(n_pairs, guide, "--", color="gray", label="~ 1 / sqrt(n)")
     ax.set_xlabel("number of preference pairs n")
@@ -187,10 +187,10 @@ def plot_dpo_weight(beta_values=(0.1, 0.5, 2.0), ax=None):
     h = torch.linspace(-15, 15, 301, dtype=torch.float64)
     for beta in beta_values:
         weight = torch.sigmoid(-beta * h)  # r_hat_l - r_hat_w = -beta * h
-        ax.plot(_np(h), _np(weight), label=f"beta = {beta:g}")
+        ax.plot(_np(h), _np(weight), label=rf"$\beta$ = {beta:g}")
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel("h = log-ratio margin (nats): log pi/pi_ref of y_w minus that of y_l")
-    ax.set_ylabel("gradient weight sigma(r_hat_l - r_hat_w)")
+    ax.set_xlabel(r"$h$ = log-ratio margin (nats): $\log\pi/\pi_{\mathrm{ref}}$ of $y_w$ minus that of $y_l$")
+    ax.set_ylabel(r"gradient weight $\sigma(\hat r_l - \hat r_w)$")
     ax.set_title("DPO pushes hardest on pairs its implicit reward ranks wrongly")
     ax.legend()
     return ax
@@ -281,7 +281,7 @@ def plot_dpo_metrics(metrics: list[dict], smooth: int = 5, fig=None, start: dict
         steps, v = _series(metrics, key)
         axes[2].plot(steps, _smooth(v, smooth), color=color, label=key.split("/")[1])
     axes[2].axhline(0.0, color="grey", lw=0.8)
-    axes[2].set_ylabel("implicit reward (beta * log-ratio)")
+    axes[2].set_ylabel(r"implicit reward ($\beta\times$ log-ratio)")
     axes[2].legend(fontsize=8)
     if has_eval:
         rows = ([{"step": 0, **{f"eval/{k}": v for k, v in start.items()}}] if start else []) + \
@@ -297,7 +297,7 @@ def plot_dpo_metrics(metrics: list[dict], smooth: int = 5, fig=None, start: dict
         axes[3].set_ylabel("held-out mean reward (± SE)", color="C1")
         twin = axes[3].twinx()
         twin.errorbar(steps, column("eval/kl_mean"), yerr=column("eval/kl_se"), fmt="s--", color="C4", capsize=3)
-        twin.set_ylabel("KL(pi || pi_ref) (nats, ± SE)", color="C4")
+        twin.set_ylabel(r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ (nats, ± SE)", color="C4")
     for ax in axes:
         ax.set_xlabel("step")
     fig.tight_layout()
@@ -314,7 +314,7 @@ def plot_chosen_rejected(metrics: list[dict], smooth: int = 5, ax=None, title="i
         ax.plot(steps, _smooth(v, smooth), color=color, label=label)
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xlabel("step")
-    ax.set_ylabel("implicit reward (nats x beta)")
+    ax.set_ylabel(r"implicit reward (nats $\times\ \beta$)")
     ax.set_title(title)
     ax.legend(fontsize=8)
     return ax
@@ -339,7 +339,7 @@ def plot_implicit_vs_true(implicit, true, ax=None, title="implicit vs ground-tru
     ax.scatter(x, y, s=8, alpha=0.5)
     r = np.corrcoef(x, y)[0, 1] if len(x) > 1 else float("nan")
     ax.set_xlabel("ground-truth reward r(x, y)")
-    ax.set_ylabel("implicit reward beta log(pi/pi_ref)")
+    ax.set_ylabel(r"implicit reward $\beta\log(\pi/\pi_{\mathrm{ref}})$")
     ax.set_title(f"{title} (Pearson r = {r:.2f})")
     return ax
 
@@ -366,11 +366,11 @@ def plot_optimum(optimum: list[dict], ax, label_betas: bool = True, color: str =
     reward = np.array([q["reward_mean"] for q in ok])
     se = np.array([q["reward_se"] for q in ok])
     m = optimum[0]["n_samples"]
-    ax.plot(kl, reward, "-", color=color, lw=2, label=f"the optimum pi* (from {m} SFT samples/prompt)")
+    ax.plot(kl, reward, "-", color=color, lw=2, label=rf"the optimum $\pi^*$ (from {m} SFT samples/prompt)")
     ax.fill_between(kl, reward - se, reward + se, color=color, alpha=0.15, lw=0)
     if weak:
         ax.plot([q["kl_mean"] for q in weak], [q["reward_mean"] for q in weak], "o", mfc="none", color=color,
-                ms=4, label="pi*, too few effective samples")
+                ms=4, label=r"$\pi^*$, too few effective samples")
     if label_betas:
         for q in ok[1:]:
             ax.annotate(f"{q['beta']:g}", (q["kl_mean"], q["reward_mean"]), fontsize=6, color=color,
@@ -461,7 +461,7 @@ def plot_token_heatmap(rows: list[dict], vmax: float | None = None, ax=None, tit
         ax.text(0.995, i, f"{row['total']:+.2f}", fontsize=8, va="center", ha="right")
     sm = plt.cm.ScalarMappable(cmap="RdYlGn", norm=plt.Normalize(-vmax, vmax))
     ax.figure.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.04, pad=0.02,
-                       label="beta * log(pi_theta / pi_ref) per token (right column: sum = r_hat)")
+                       label=r"$\beta\log(\pi_\theta/\pi_{\mathrm{ref}})$ per token (right column: sum = $\hat r$)")
     ax.set_title(title)
     return ax
 
@@ -532,8 +532,8 @@ def plot_rl_history(history: list[dict], ax=None, title=None):
     ax.set_xlabel("PPO/RLOO iteration (one rollout batch each)")
     ax.set_ylabel("mean score", color="C0")
     ax2 = ax.twinx()
-    ax2.plot(steps, [h["kl"] for h in history], color="C3", label="KL(pi || pi_ref)")
-    ax2.set_ylabel("KL(pi || pi_ref) (nats)", color="C3")
+    ax2.plot(steps, [h["kl"] for h in history], color="C3", label=r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$")
+    ax2.set_ylabel(r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ (nats)", color="C3")
     if title:
         ax.set_title(title)
     return ax
@@ -548,7 +548,7 @@ def plot_clipped_objective(clip_range: float = 0.2, ax=None):
         ax.plot(ratio, surrogate, color=color, label=f"A = {adv:+.0f}")
     for edge in (1 - clip_range, 1 + clip_range):
         ax.axvline(edge, color="gray", ls=":", lw=1)
-    ax.set_xlabel("ratio pi(y_t) / pi_old(y_t)")
+    ax.set_xlabel(r"ratio $\pi(y_t) / \pi_{\mathrm{old}}(y_t)$")
     ax.set_ylabel("surrogate objective (maximised)")
     ax.set_title(f"flat = zero gradient: the ratio may move at most {clip_range} in A's direction")
     ax.legend()
@@ -563,8 +563,8 @@ def plot_toy_convergence(histories: dict, ax=None):
         ax.plot(np.asarray(steps) + 1, err, label=name)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("max_y |pi(y) - pi*(y)|")
-    ax.set_title("tabular PPO and RLOO converge to pi* = pi_ref exp(r/beta) / Z")
+    ax.set_ylabel(r"$\max_y |\pi(y) - \pi^*(y)|$")
+    ax.set_title(r"tabular PPO and RLOO converge to $\pi^* = \pi_{\mathrm{ref}}\,e^{r/\beta} / Z$")
     ax.legend()
     return ax
 
@@ -599,7 +599,7 @@ def plot_rlhf_frontier(runs: list[dict], bon: list[dict] | None = None, sft: dic
         ax.set_xscale("symlog", linthresh=1.0)
     else:
         ax.set_xscale(xscale)
-    ax.set_xlabel("KL(pi || pi_ref) (nats per response" + (", symlog scale)" if xscale == "symlog" else ")"))
+    ax.set_xlabel(r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ (nats per response" + (", symlog scale)" if xscale == "symlog" else ")"))
     ax.set_ylabel("ground-truth reward (mean)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the points fill the axes
@@ -645,7 +645,7 @@ def plot_target_paths(rows: list[dict], optimum: list[dict], ax=None, others: li
         _sft_star(ax, sft["reward_mean"], sft.get("reward_se"), optimum)
     if kl_max is not None:
         ax.set_xlim(-0.1, kl_max)
-    ax.set_xlabel("KL(pi || pi_ref) on held-out prompts (nats)")
+    ax.set_xlabel(r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ on held-out prompts (nats)")
     ax.set_ylabel("mean ground-truth reward")
     ax.set_title(title)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the paths fill the axes

@@ -44,7 +44,7 @@ def test_the_optimum_is_drawn_through_its_reliable_points_only():
     runs = [{"method": "DPO", "beta": 0.1, "kl_mean": 1.0, "kl_se": 0.1, "reward_mean": 0.2, "reward_se": 0.02}]
     for ax in (viz.plot_rlhf_frontier(runs, optimum=optimum), viz.plot_reward_kl_frontier(runs, optimum=optimum)):
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert "the optimum pi* (from 64 SFT samples/prompt)" in labels and "pi*, too few effective samples" in labels
+        assert "the optimum $\\pi^*$ (from 64 SFT samples/prompt)" in labels and "$\\pi^*$, too few effective samples" in labels
         line = next(ln for ln in ax.get_lines() if ln.get_label().startswith("the optimum"))
         assert list(line.get_xdata()) == [q["kl_mean"] for q in reliable]
 

@@ -32,7 +32,6 @@ import numpy as np
 
 from helpers.cache import artifact_path, build_artifact, is_built
 from helpers.evaluate import sample_policy
-from helpers.profiles import scale
 
 COLUMNS = ("prompt", "chosen", "rejected", "chosen_reward", "rejected_reward")
 ENDED_COLUMNS = ("chosen_ended", "rejected_ended")  # only where truncated samples are kept
@@ -197,8 +196,8 @@ def get_preference_pairs(world, n_prompts: int | None = None, k: int | None = No
             raise ValueError(
                 f"the {world.profile} world's SFT model ({world.sft_steps} steps) gave 0 preference pairs from "
                 f"{stats['n_samples']} samples ({k} per prompt: {stats['n_ties']} tied pairs, {stats['n_empty']} empty "
-                f"and {stats['n_truncated']} cut responses): its responses are all alike. Train it longer (under "
-                f"DPO_SCALE={scale()}, unset DPO_SCALE) or sample more per prompt (k).")
+                f"and {stats['n_truncated']} cut responses): its responses are all alike. Train it longer (a smoke-"
+                f"scale rehearsal trains it only a few steps) or sample more per prompt (k).")
         dataset.save_to_disk(str(tmp / "dataset"))
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
 

@@ -123,17 +123,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         config_from_args(args)  # every DPOConfig field checked before anything loads
     except ValueError as err:
         p.error(str(err))  # exit code 2, the message, no traceback
+    _check_model_paths(p, args)  # the paths given; --profile's own are checked by its build
     _apply_profile(args)
     for name in ("model", "data"):
         if getattr(args, name) is None:
             p.error(f"--{name} is required (or give --profile)")
     _check_output_dir(p, args)
-    _check_model_paths(p, args)
     return args
 
 
 def _check_model_paths(p: argparse.ArgumentParser, args) -> None:
-    """A model that cannot be found is named here, before anything loads: a missing folder (which
+    """A model given that cannot be found is named here, before anything loads: a missing folder (which
     ``from_pretrained`` would take for a hub id, and wait for the hub), or, offline, a hub id that
     is not in the cache."""
     from huggingface_hub import try_to_load_from_cache

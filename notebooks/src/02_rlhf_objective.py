@@ -299,7 +299,7 @@ print(f"J(pi*_closed) = {rlhf_objective(pi_closed, world.pi_ref, world.r, beta).
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
 viz.plot_objective_ascent(history, beta * log_z.item(), ax=axes[0])
-axes[0].set_title(f"gradient ascent on J (beta = {beta})")
+axes[0].set_title(rf"gradient ascent on $J$ ($\beta$ = {beta})")
 viz.plot_policies({"pi_ref": world.pi_ref, "pi* closed form": pi_closed, "gradient ascent": pi_ascent},
                   world.responses, ax=axes[1], title="the two maximisers coincide")
 plt.tight_layout()

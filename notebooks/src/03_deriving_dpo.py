@@ -298,7 +298,7 @@ print(f"max |pi_DPO - pi*| = {(pi_dpo - pi_star).abs().max().item():.3f}")
 
 # %%
 viz.plot_policies({"pi_ref": world.pi_ref, "pi* (closed form)": pi_star, "pi_DPO (100k pairs)": pi_dpo},
-                  world.responses, title=f"DPO on sampled preferences recovers pi* (beta = {beta})")
+                  world.responses, title=rf"DPO on sampled preferences recovers $\pi^*$ ($\beta$ = {beta})")
 plt.show()
 
 # %% [markdown]
@@ -529,7 +529,7 @@ for name, kw in runs.items():
 
 # %%
 viz.plot_trajectories(traj, index=-1, ylabel="pi('awful') (log scale)",
-                      title=f"deterministic preferences, beta = {b}: DPO drives pi(y_l) to 0")
+                      title=rf"deterministic preferences, $\beta$ = {b}: DPO drives $\pi(y_l)$ to 0")
 plt.show()
 
 # %% [markdown]
@@ -571,7 +571,7 @@ for name, (w, l) in label_runs.items():
 
 # %%
 viz.plot_trajectories(kl_to_target, index=0, ylabel="KL(pi_theta || pi*_beta) (log scale)",
-                      title=f"the same pairs, beta = {b}: Bradley-Terry labels converge, certain labels run away")
+                      title=rf"the same pairs, $\beta$ = {b}: Bradley-Terry labels converge, certain labels run away")
 plt.show()
 
 # %% [markdown]

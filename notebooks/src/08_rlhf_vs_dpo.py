@@ -132,7 +132,7 @@ fig, axes = plt.subplots(1, 2, figsize=(13, 3.4))
 beta = 0.5
 viz.plot_policies({"pi_ref": tw.pi_ref, "pi* (closed form)": toy_results[beta]["pi*"], "PPO": toy_results[beta]["PPO"],
                    "RLOO": toy_results[beta]["RLOO"], "DPO (preferences)": toy_results[beta]["DPO"]},
-                  tw.responses, ax=axes[0], title=f"three roads, one destination (beta = {beta})")
+                  tw.responses, ax=axes[0], title=rf"three roads, one destination ($\beta$ = {beta})")
 viz.plot_toy_convergence(toy_results[beta]["histories"], ax=axes[1])
 plt.tight_layout()
 plt.show()
@@ -342,7 +342,7 @@ for method, cfg in configs.items():
     live[method]["policy"] = policy
 fig, axes = plt.subplots(1, 2, figsize=(13, 3.2))
 for ax, method in zip(axes, live):
-    viz.plot_rl_history(live[method]["history"], ax=ax, title=f"{method.upper()} vs the reward model, beta = 0.1")
+    viz.plot_rl_history(live[method]["history"], ax=ax, title=rf"{method.upper()} vs the reward model, $\beta$ = 0.1")
 plt.tight_layout()
 plt.show()
 
@@ -771,7 +771,7 @@ path = [diagnosis["rows"][0]] + diagnosis["onpolicy"]
 ax.errorbar([r["kl_mean"] for r in path], [r["reward_mean"] for r in path], yerr=[r["reward_se"] for r in path],
             fmt="o-", color="C1", capsize=2, label=f"on-policy DPO, rounds 0..{len(path) - 1}")
 ax.set_xscale("symlog", linthresh=1.0)
-ax.set_xlabel("KL(pi || pi_ref) (nats, symlog)")
+ax.set_xlabel(r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ (nats, symlog)")
 ax.set_ylabel("ground-truth reward (mean)")
 ax.set_title("DPO variants against the optimum (tiny world, saved diagnosis)")
 ax.legend(fontsize=7, loc="lower right")

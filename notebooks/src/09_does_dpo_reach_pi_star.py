@@ -220,7 +220,7 @@ for name, r in list(live.items())[1:]:
                 color=colour, capsize=3, label=name)
 ax.plot([0], [live["SFT"]["reward_mean"]], "k*", ms=10, label="SFT (pi_ref)")
 ax.set_xscale("symlog", linthresh=1.0)
-ax.set_xlabel("KL(pi || pi_ref) (nats, symlog scale)")
+ax.set_xlabel(r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ (nats, symlog scale)")
 ax.set_ylabel("mean ground-truth reward")
 ax.set_title("the same pairs and settings: only the target differs")
 ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))

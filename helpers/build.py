@@ -16,7 +16,7 @@ import os
 import time
 
 from helpers.pairs import get_preference_pairs, load_pairs_stats
-from helpers.profiles import set_hub_offline
+from helpers.profiles import PROFILES, set_hub_offline
 from helpers.world import (
     World,
     build_base_model,
@@ -153,12 +153,11 @@ def main(argv=None) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild every stage from nothing")
     parser.add_argument("--no-pairs", action="store_true", help="stop after the SFT model")
     args = parser.parse_args(argv)
-    from_env = os.environ.get("DPO_PROFILE", "").strip().lower() or None
-    if args.profile is None and from_env not in (None, "tiny", "gpt2", "auto"):
-        parser.error(f"DPO_PROFILE={from_env}: not a profile (tiny or gpt2); unset it or pass --profile")
-    if from_env == "auto":
-        from_env = None
-    profile = args.profile or from_env or ("gpt2" if args.command == "download" else "tiny")
+    from_env = os.environ.get("DPO_PROFILE", "").strip().lower()
+    if args.profile is None and from_env and from_env not in PROFILES:
+        parser.error(f"DPO_PROFILE={from_env}: not one of {PROFILES}; unset it or pass --profile")
+    chosen = from_env if from_env in ("tiny", "gpt2") else None  # auto: this command's own default
+    profile = args.profile or chosen or ("gpt2" if args.command == "download" else "tiny")
     if profile == "tiny":
         set_hub_offline()
     world = get_world(profile)

@@ -110,13 +110,19 @@ def optimum_reward_at(frontier: list[dict], kl: float) -> float:
     return float(np.interp(kl, kls, rewards))
 
 
+def reference_point(frontier: list[dict]) -> dict:
+    """pi_ref's point of the frontier (KL 0: the same prompts' reference samples) -- the baseline of
+    every fraction of pi*'s gain, and where a plot's SFT star belongs."""
+    return next(q for q in frontier if q["kl_mean"] == 0.0)
+
+
 def fraction_of_optimum(frontier: list[dict], kl: float, reward: float) -> float:
     """(reward - reward of pi_ref) / (pi*'s reward at the same KL - reward of pi_ref).
 
     1.0: the point is on the optimum; 0.0: no better than pi_ref; NaN: beyond the reliable frontier.
     pi_ref's reward is the frontier's own KL-0 point (the same prompts' reference samples).
     """
-    base = next(q["reward_mean"] for q in frontier if q["kl_mean"] == 0.0)
+    base = reference_point(frontier)["reward_mean"]
     best = optimum_reward_at(frontier, kl)
     return float((reward - base) / (best - base)) if best > base else float("nan")
 
@@ -155,7 +161,7 @@ def fraction_of_optimum_bound(frontier: list[dict], kl: float, reward: float) ->
         return exact, True
     pts = [q for q in frontier if q["reliable"]]
     last = max(pts, key=lambda q: q["kl_mean"])
-    base = next(q["reward_mean"] for q in frontier if q["kl_mean"] == 0.0)
+    base = reference_point(frontier)["reward_mean"]
     if kl < last["kl_mean"] or last["reward_mean"] <= base:
         return float("nan"), True
     return float(min(1.0, (reward - base) / (last["reward_mean"] - base))), False

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from helpers import toy
+from helpers.optimum import reference_point
 
 
 def _np(x) -> np.ndarray:
@@ -349,7 +350,7 @@ def _sft_star(ax, reward: float, reward_se: float | None, optimum: list[dict] | 
     and samples every "fraction of pi*'s gain" is measured from -- so the star and the curve share
     their start; a separate evaluation of the SFT model (other samples) would sit off it by its noise."""
     if optimum:
-        start = next(q for q in optimum if q["kl_mean"] == 0.0)
+        start = reference_point(optimum)
         reward, reward_se = start["reward_mean"], start.get("reward_se")
     label = r"SFT ($\pi_{\mathrm{ref}}$)" + (r", the samples behind $\pi^*$" if optimum else "")
     ax.errorbar([0.0], [reward], yerr=None if reward_se is None else [reward_se], marker="*", ms=11, color="k",
@@ -628,7 +629,7 @@ def plot_target_paths(rows: list[dict], optimum: list[dict], ax=None, others: li
         mine = sorted((r for r in rows if r["target"] == target), key=lambda r: r["step"])
         shown = [r for r in mine if kl_max is None or r["kl"] <= kl_max]
         colour, marker = TARGET_STYLE.get(target, ("k", "o"))
-        start = [(0.0, next(q["reward_mean"] for q in optimum if q["kl_mean"] == 0.0))] if sft is not None else []
+        start = [(0.0, reference_point(optimum)["reward_mean"])] if sft is not None else []
         xs = [x for x, _ in start] + [r["kl"] for r in shown]
         ys = [y for _, y in start] + [r["reward"] for r in shown]
         beyond = len(mine) - len(shown)

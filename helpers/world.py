@@ -282,12 +282,13 @@ def _t4_minutes(part: str) -> str:
 def _world_artifacts(root: Path, world: World) -> tuple[list[tuple[Path, dict]], list[Path]]:
     """Every complete artifact under ``root`` (folders holding ``spec.json``, up to 3 levels deep)
     made from ``world`` -- its stages (their spec names the world) and its DPO runs (their spec names
-    the world's SFT weights) -- as (path relative to ``root``, its spec); and the ``spec.json`` files
-    that cannot be read (cut, not UTF-8, not JSON), which a caller names instead of skipping."""
+    the SFT weights under ``root``) -- as (path relative to ``root``, its spec); and the ``spec.json``
+    files that cannot be read (cut, not UTF-8, not JSON), which a caller names instead of skipping."""
     from helpers.cache import SPEC_FILE, file_fingerprint
 
     mine = _spec(world)
-    weights = next(Path(world.sft_dir).glob("*.safetensors"), None) if Path(world.sft_dir).is_dir() else None
+    sft_dir = root / Path(world.sft_dir).relative_to(world.root)  # the cache's or the save's SFT model
+    weights = next(sft_dir.glob("*.safetensors"), None) if sft_dir.is_dir() else None
     sft = file_fingerprint(weights) if weights is not None else None
     found, damaged = [], []
     for depth in ("*", "*/*", "*/*/*"):
@@ -309,35 +310,31 @@ def _world_artifacts(root: Path, world: World) -> tuple[list[tuple[Path, dict]],
 
 def _copy_artifacts(src_root: Path, dst_root: Path, world: World) -> list[str]:
     """Copy ``world``'s complete artifacts from ``src_root`` to ``dst_root`` (each through
-    ``build_artifact``: a temporary sibling, renamed; one already there and current is kept). The
-    world's stages go first, so its DPO runs are recognised by the SFT weights they start from."""
+    ``build_artifact``: a temporary sibling, renamed; one already there and current is kept). A
+    damaged one (a cut spec.json, a half-copied or altered file) is named and not copied."""
     from helpers.cache import SPEC_FILE
 
     copied = []
-    for attempt in range(2):  # a second pass: DPO runs, once the SFT model they name is in the cache
-        found, damaged = _world_artifacts(src_root, world)
-        for path in damaged if attempt == 0 else []:
-            print(f"skipped {path}: its spec.json cannot be read (cut or damaged): that artifact is not copied")
-        for rel, spec in found:
-            src, dst = src_root / rel, dst_root / rel
-            if is_built(dst, spec):
-                continue
-            broken = artifact_problems(src, digests=True)
-            if broken:  # a half-copied save, a flipped byte: never taken for the artifact
-                if attempt == 0:
-                    print(f"skipped {src}: " + "; ".join(broken) + " -- that artifact is not copied")
-                continue
+    found, damaged = _world_artifacts(src_root, world)
+    for path in damaged:
+        print(f"skipped {path}: its spec.json cannot be read (cut or damaged): that artifact is not copied")
+    for rel, spec in found:
+        src, dst = src_root / rel, dst_root / rel
+        if is_built(dst, spec):
+            continue
+        broken = artifact_problems(src, digests=True)
+        if broken:  # a half-copied save, a flipped byte: never taken for the artifact
+            print(f"skipped {src}: " + "; ".join(broken) + " -- that artifact is not copied")
+            continue
 
-            def copy(tmp: Path, src=src) -> None:
-                for item in src.iterdir():
-                    if item.name == SPEC_FILE:
-                        continue
-                    (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        def copy(tmp: Path, src=src) -> None:
+            for item in src.iterdir():
+                if item.name == SPEC_FILE:
+                    continue
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
 
-            build_artifact(dst, spec, copy)
-            copied.append(rel.as_posix())
-        if src_root == Path(world.root):  # saving: the world's own SFT weights are there from the start
-            break
+        build_artifact(dst, spec, copy)
+        copied.append(rel.as_posix())
     return copied
 
 

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -283,13 +283,13 @@ for i, prompt in enumerate(held_out_pairs["prompt"]):
         prompts_seen.add(prompt)
         shown_pairs.append(i)
 n_show = len(shown_pairs)
+held_ended = {side: response_ended(held_out_pairs, side) for side in ("chosen", "rejected")}  # False: cut (gpt2)
 rows = response_token_rewards(policy, ref_model, tokenizer,
                               [held_out_pairs["prompt"][i] for i in shown_pairs] * 2,
                               [held_out_pairs["chosen"][i] for i in shown_pairs]
                               + [held_out_pairs["rejected"][i] for i in shown_pairs],
                               beta, config.max_length, config.max_prompt_length,
-                              ended=[response_ended(held_out_pairs, side)[i] for side in ("chosen", "rejected")
-                                     for i in shown_pairs])  # a cut response has no EOS (gpt2)
+                              ended=[held_ended[side][i] for side in ("chosen", "rejected") for i in shown_pairs])
 order = [i for pair in zip(range(n_show), range(n_show, 2 * n_show)) for i in pair]  # chosen, rejected, ...
 viz.plot_token_heatmap([rows[i] for i in order], title=f"held-out pairs of {n_show} prompts: chosen (odd rows) and "
                        "rejected (even rows)")
@@ -312,8 +312,7 @@ many = response_token_rewards(policy, ref_model, tokenizer,
                               samples["prompt"] + list(held_out_pairs["prompt"]) * 2,
                               samples["response"] + list(held_out_pairs["chosen"]) + list(held_out_pairs["rejected"]),
                               beta, config.max_length, config.max_prompt_length,
-                              ended=samples["ended"] + response_ended(held_out_pairs, "chosen")
-                              + response_ended(held_out_pairs, "rejected"))
+                              ended=samples["ended"] + held_ended["chosen"] + held_ended["rejected"])
 table = token_reward_table(many, min_count=10)
 fmt = lambda d: f"{d['token']!r:>16} {d['mean']:+.3f} ({d['count']})"
 print(f"{'raised most':>30}   |   {'lowered most':>30}")
